@@ -1,0 +1,44 @@
+# kvtier: `make demo` runs the end-to-end demo, `make test` runs every test.
+# Both do all set-up themselves (Debian packages + .venv) on a fresh machine.
+BUILD ?= build
+ASAN_BUILD ?= build-asan
+JOBS ?= 2
+BUILD_TYPE ?= RelWithDebInfo
+
+.PHONY: setup build test test-cpp test-python test-asan demo bench format clean
+
+setup: .stamp/setup
+
+.stamp/setup: scripts/setup.sh python/requirements.txt
+	bash scripts/setup.sh
+	@mkdir -p .stamp && touch $@
+
+build: setup
+	cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=$(BUILD_TYPE)
+	cmake --build $(BUILD) -j$(JOBS)
+
+test-cpp: build
+	ctest --test-dir $(BUILD) --output-on-failure -j$(JOBS)
+
+test-python: build
+	bash scripts/test_python.sh
+
+test: test-cpp test-python
+
+# The C++ tests under AddressSanitizer + UndefinedBehaviorSanitizer.
+test-asan: setup
+	cmake -S . -B $(ASAN_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Debug -DKVTIER_SANITIZE=ON
+	cmake --build $(ASAN_BUILD) -j$(JOBS)
+	ctest --test-dir $(ASAN_BUILD) --output-on-failure -j$(JOBS)
+
+demo: build
+	bash deploy/demo.sh
+
+bench: build
+	bash bench/run_store_bench.sh
+
+format:
+	git ls-files -co --exclude-standard '*.cc' '*.h' | xargs clang-format -i
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD) .stamp

@@ -1,0 +1,53 @@
+// StoreConfig: everything needed to open a Store, and its YAML parser.
+//
+// Contract: ParseConfigYaml accepts the seed deployment's UCM YAML unchanged
+// (ucm_connectors[0] with ucm_connector_name "UcmPipelineStore" and
+// ucm_connector_config {store_pipeline, storage_backends,
+// cache_buffer_capacity_gb}; top-level enable_event_sync and use_layerwise).
+// kvtier's own keys sit beside the UCM ones inside ucm_connector_config.
+// An unknown key or a bad value yields InvalidArgument naming the key and
+// what is accepted; nothing is silently ignored.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "kvtier/status.h"
+
+namespace kvtier {
+
+enum class TierKind { kCache, kPosix };
+
+struct StoreConfig {
+  // Tiers from fastest to slowest, e.g. {kCache, kPosix} for "Cache|Posix".
+  std::vector<TierKind> pipeline{TierKind::kCache, TierKind::kPosix};
+  // Posix tier roots; blocks are spread over them by hash.
+  std::vector<std::string> storage_backends;
+  // DRAM tier capacity in bytes (cache_buffer_capacity_gb).
+  uint64_t cache_capacity_bytes = 1ull << 30;
+  // Posix tier capacity in bytes across all processes sharing the roots; 0 = unlimited.
+  uint64_t posix_capacity_bytes = 0;
+  // Eviction brings Posix usage down to this fraction of its capacity.
+  double posix_low_watermark = 0.9;
+  bool io_direct = false;  // O_DIRECT on block files
+  bool io_fsync = false;   // fsync each block file (and its directory) before publishing
+  int io_threads = 2;      // worker threads moving data between tiers
+  // Temporary files of dead writers older than this are removed at open.
+  int tmp_max_age_s = 600;
+  // Top-level UCM keys, carried for the connector.
+  bool enable_event_sync = true;
+  bool use_layerwise = false;
+
+  // "Cache|Posix" style name of `pipeline`.
+  std::string PipelineName() const;
+  // Checks cross-field rules (e.g. a Posix tier needs storage_backends).
+  Status Validate() const;
+};
+
+// Parses YAML text. `origin` (a file name) prefixes error messages.
+Result<StoreConfig> ParseConfigYaml(std::string_view yaml, std::string_view origin = "config");
+Result<StoreConfig> LoadConfigFile(const std::string& path);
+
+}  // namespace kvtier

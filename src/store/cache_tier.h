@@ -1,0 +1,114 @@
+// CacheTier: a DRAM pool of page-aligned block slots with a hash index.
+//
+// Memory is one anonymous MAP_NORESERVE mapping: pages are committed as they
+// are first written, not reserved and zeroed up front, and DropClean returns
+// them to the OS. A slot's data region has the same layout as a block file's
+// data region (BlockGeometry), so a Posix read fills it in one call.
+//
+// Slot life cycle:
+//   free -> filling (dump assembling shards; invisible) -> ready
+//   free -> loading (promotion from a slower tier; invisible) -> ready
+// A ready slot is dirty until its write-back to the next tier is done. Slots
+// are pinned while their memory is in use and then never evicted or reused.
+// Eviction takes the least recently used slot that is unpinned and either
+// ready-and-clean or an abandoned fill (a partial block is never served).
+//
+// Thread-safe; data copies happen outside the lock on pinned slots.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <list>
+#include <mutex>
+#include <unordered_map>
+#include <vector>
+
+#include "kvtier/block_id.h"
+#include "kvtier/status.h"
+#include "store/block_format.h"
+#include "store/stats_counters.h"
+
+namespace kvtier {
+
+class CacheTier {
+ public:
+  using SlotIndex = uint32_t;
+
+  CacheTier(uint64_t capacity_bytes, const BlockGeometry& geometry, TierCounters* counters);
+  ~CacheTier();
+  CacheTier(const CacheTier&) = delete;
+  CacheTier& operator=(const CacheTier&) = delete;
+
+  // Allocation failure of the mapping, or a capacity below one block.
+  Status init_status() const { return init_status_; }
+  size_t slot_count() const { return meta_.size(); }
+  uint8_t* data(SlotIndex s) const { return base_ + uint64_t{s} * geo_.data_bytes; }
+
+  bool Contains(const BlockId& id);
+
+  void Unpin(SlotIndex slot);
+
+  enum class FillState { kFill, kAlreadyPresent };
+  // Pins the slot assembling `id` (allocating one, evicting if needed, and
+  // waiting up to `wait` for a slot to free up). kAlreadyPresent: the block
+  // is ready (or being promoted) and nothing needs writing.
+  Result<FillState> BeginFill(const BlockId& id, std::chrono::milliseconds wait, SlotIndex* slot);
+  // Records shard `shard` as written; true when that completed the block,
+  // which is then ready and, if `dirty`, awaits write-back.
+  bool FinishShard(SlotIndex slot, uint32_t shard, uint64_t checksum, bool dirty);
+
+  enum class ReadState { kReady, kLoadInto, kUnavailable };
+  // Prepares to read `id`: kReady pins the ready block; kLoadInto pins a
+  // fresh slot the caller must fill from a slower tier and end with EndLoad;
+  // kUnavailable means read around the cache (absent and !may_allocate, no
+  // slot free, or the block is still being dumped). Waits while another thread promotes the same block,
+  // so concurrent loads of one block read it from disk once.
+  ReadState AcquireForRead(const BlockId& id, bool may_allocate, SlotIndex* slot);
+  // Ends a promotion: ready (clean) on success, freed on failure. Unpins.
+  void EndLoad(SlotIndex slot, bool ok, std::vector<uint64_t> checksums);
+
+  // Write-back outcome: clean on success; on failure the block is dropped
+  // from DRAM so it is never reported present without a durable copy.
+  void EndWriteback(SlotIndex slot, bool ok);
+
+  const std::vector<uint64_t>& checksums(SlotIndex slot) const { return meta_[slot].checksums; }
+
+  // Frees every ready, clean, unpinned slot and returns its pages to the OS.
+  void DropClean();
+
+ private:
+  enum class State : uint8_t { kFree, kFilling, kLoading, kReady };
+  struct Meta {
+    BlockId id;
+    State state = State::kFree;
+    bool dirty = false;
+    uint32_t pins = 0;
+    uint32_t filled = 0;
+    std::vector<bool> have;
+    std::vector<uint64_t> checksums;
+    std::list<SlotIndex>::iterator lru;
+  };
+
+  // Both require mu_ held.
+  bool TryAllocate(const BlockId& id, State state, SlotIndex* slot);
+  void FreeSlot(SlotIndex s, bool release_pages);
+  void Touch(SlotIndex s);
+
+  const BlockGeometry geo_;
+  TierCounters* const counters_;
+  Status init_status_;
+  uint8_t* base_ = nullptr;        // first slot, 2 MiB aligned
+  void* mapping_ = nullptr;        // what munmap takes
+  uint64_t mapping_bytes_ = 0;
+
+  std::mutex mu_;
+  std::condition_variable freed_cv_;
+  std::vector<Meta> meta_;
+  std::vector<SlotIndex> free_;
+  std::list<SlotIndex> lru_;      // in-use slots, least recently used first
+  std::unordered_map<BlockId, SlotIndex> index_;
+  uint64_t used_slots_ = 0;
+};
+
+}  // namespace kvtier

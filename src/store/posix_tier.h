@@ -1,0 +1,100 @@
+// PosixTier: blocks as checksummed files under one or more POSIX roots.
+//
+// Layout: <root>/<first 3 hex digits>/<32 hex digits>.kvb, the root chosen
+// by the id's hash. A file is written under a temporary name
+// (<name>.tmp.<host>.<pid>.<seq>) and published by rename, so a reader sees
+// a whole block or nothing; two writers of one block race harmlessly (same
+// bytes, last rename wins). Every read verifies header and shard checksums;
+// a file that fails is a miss and is removed (if it is still the same inode).
+// mtime is the LRU clock shared by every process and node on the root: reads
+// touch it, eviction removes the oldest files first under a lock file. With
+// a capacity, a usage counter file in the first root (updated under flock by
+// every publisher) tells any process when the shared total crosses the limit;
+// each eviction pass rescans and resets it, so drift from crashes heals.
+//
+// Thread-safe. All I/O goes through the Env.
+#pragma once
+
+#include <sys/uio.h>
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "kvtier/config.h"
+#include "kvtier/env.h"
+#include "store/block_format.h"
+#include "store/stats_counters.h"
+
+namespace kvtier {
+
+struct ScanReport {
+  uint64_t blocks = 0;
+  uint64_t bytes = 0;
+  uint64_t temp_files_removed = 0;
+  uint64_t evicted_blocks = 0;
+  uint64_t evicted_bytes = 0;
+};
+
+class PosixTier {
+ public:
+  PosixTier(const StoreConfig& config, const BlockGeometry& geometry, Env* env,
+            TierCounters* counters);
+  ~PosixTier();  // removes temporary files of unfinished blocks
+
+  // Creates the roots, removes temporary files left by dead writers and, with
+  // a capacity, measures usage.
+  Status Open();
+
+  bool Exists(const BlockId& id);
+
+  // Publishes a whole block whose data region (geometry.data_bytes, laid out
+  // at geometry.stride) is `data`. Skips the write if the block exists.
+  Status WriteBlock(const BlockId& id, std::span<const uint64_t> checksums, const uint8_t* data);
+  // Reads and verifies a whole block into `data` (data_bytes, 4096-aligned).
+  Status ReadBlock(const BlockId& id, uint8_t* data, std::vector<uint64_t>* checksums);
+  // Reads and verifies one shard into caller memory.
+  Status ReadShard(const BlockId& id, uint32_t shard, std::span<const iovec> dst);
+  // Writes one shard of a block dumped straight to this tier; the block is
+  // published when its last shard is written.
+  Status WriteShard(const BlockId& id, uint32_t shard, std::span<const iovec> src);
+
+  // Scans every root: counts blocks, removes stale temporary files and, when
+  // over capacity, evicts least recently used blocks down to the low watermark.
+  Status Scan(bool enforce_capacity, ScanReport* report);
+
+  std::string PathOf(const BlockId& id) const;
+
+ private:
+  struct Pending;  // a block being written shard by shard
+
+  Status Publish(const BlockId& id, File* file, const std::string& tmp,
+                 std::span<const uint64_t> checksums);
+  Result<std::unique_ptr<File>> CreateTemp(const BlockId& id, std::string* tmp);
+  Status ReadHeader(File* file, const BlockId& id, BlockHeader* header);
+  void Quarantine(const BlockId& id, File* file, const Status& why);
+  void AfterPublish();
+  // Adds `delta` to (or, with `set`, overwrites) the usage counter shared by
+  // every process on the root; returns the new total.
+  Result<uint64_t> UpdateSharedUsage(int64_t delta, bool set);
+  bool IsStaleTemp(const std::string& name, int64_t mtime_ns) const;
+
+  const StoreConfig config_;
+  const BlockGeometry geo_;
+  Env* const env_;
+  TierCounters* const counters_;
+  const std::string host_;
+  std::atomic<uint64_t> temp_seq_{0};
+  std::mutex gc_mu_;  // one eviction pass per process at a time
+
+  std::mutex pending_mu_;
+  std::map<BlockId, std::shared_ptr<Pending>> pending_;
+};
+
+}  // namespace kvtier

@@ -1,0 +1,226 @@
+#include "store/store_core.h"
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <cstring>
+#include <unordered_map>
+
+#include "common/checksum.h"
+
+namespace kvtier {
+namespace {
+
+// How long a dump waits for a DRAM slot while every slot awaits write-back.
+constexpr auto kFillWait = std::chrono::seconds(30);
+// Shutdown keeps flushing while write-back progresses at least once per this.
+constexpr auto kShutdownProgressWindow = std::chrono::seconds(2);
+constexpr auto kPoolGrace = std::chrono::seconds(1);
+
+std::vector<iovec> ToIovecs(const ShardIo& s) {
+  std::vector<iovec> v;
+  v.reserve(s.segments.size());
+  for (const Segment& seg : s.segments) v.push_back({seg.addr, seg.len});
+  return v;
+}
+
+}  // namespace
+
+StoreCore::StoreCore(const StoreConfig& cfg, const BlockLayout& layout, Env* e)
+    : config(cfg), geo(layout), env(e), lookup_only(layout.num_shards == 0 || layout.shard_bytes == 0) {}
+
+Status StoreCore::Open() {
+  KVTIER_RETURN_IF_ERROR(config.Validate());
+  for (TierKind t : config.pipeline) {
+    if (t == TierKind::kCache && !lookup_only) {
+      // A lookup-only store (a scheduler) holds no data, so it needs no DRAM.
+      cache = std::make_unique<CacheTier>(config.cache_capacity_bytes, geo, &stats.cache);
+      KVTIER_RETURN_IF_ERROR(cache->init_status());
+    }
+    if (t == TierKind::kPosix) {
+      posix = std::make_unique<PosixTier>(config, geo, env, &stats.posix);
+      KVTIER_RETURN_IF_ERROR(posix->Open());
+    }
+  }
+  fg_pool_ = std::make_unique<ThreadPool>(config.io_threads, "kvtier-io");
+  if (cache && posix) wb_pool_ = std::make_unique<ThreadPool>(config.io_threads, "kvtier-wb");
+  return Status::OK();
+}
+
+Result<std::vector<std::vector<ShardIo>>> StoreCore::Validate(std::vector<ShardIo> shards) const {
+  if (lookup_only) {
+    return Status::InvalidArgument("store opened lookup-only (no block layout): cannot load or dump");
+  }
+  std::vector<std::vector<ShardIo>> groups;
+  std::unordered_map<BlockId, size_t> group_of;
+  for (ShardIo& s : shards) {
+    if (s.shard >= geo.layout.num_shards) {
+      return Status::InvalidArgument(fmt::format("block {}: shard {} out of range (layout has {})",
+                                                 s.block.ToHex(), s.shard, geo.layout.num_shards));
+    }
+    size_t len = 0;
+    for (const Segment& seg : s.segments) {
+      if (!seg.addr && seg.len) {
+        return Status::InvalidArgument(fmt::format("block {}: null segment", s.block.ToHex()));
+      }
+      len += seg.len;
+    }
+    if (len != geo.layout.shard_bytes) {
+      return Status::InvalidArgument(fmt::format("block {} shard {}: segments total {} B, shard is {} B",
+                                                 s.block.ToHex(), s.shard, len, geo.layout.shard_bytes));
+    }
+    auto [it, inserted] = group_of.try_emplace(s.block, groups.size());
+    if (inserted) groups.emplace_back();
+    groups[it->second].push_back(std::move(s));
+  }
+  return groups;
+}
+
+TaskId StoreCore::Submit(std::vector<std::vector<ShardIo>> groups, bool load) {
+  (load ? stats.load_tasks : stats.dump_tasks)++;
+  const TaskId task = tasks.Create(groups.size());
+  for (auto& g : groups) {
+    auto self = shared_from_this();
+    fg_pool_->Submit([self, task, load, g = std::move(g)](bool cancelled) {
+      const BlockId& id = g.front().block;
+      Status s = cancelled ? Status::Aborted("store shutting down")
+                           : (load ? self->LoadBlock(g) : self->DumpBlock(g));
+      self->tasks.EndPart(task, s.ok() ? nullptr : &id, s);
+    });
+  }
+  return task;
+}
+
+void StoreCore::CopyOut(CacheTier::SlotIndex slot, const std::vector<ShardIo>& shards) {
+  for (const ShardIo& s : shards) {
+    const uint8_t* src = cache->data(slot) + geo.shard_offset(s.shard);
+    for (const Segment& seg : s.segments) {
+      std::memcpy(seg.addr, src, seg.len);
+      src += seg.len;
+    }
+  }
+}
+
+Status StoreCore::LoadBlock(const std::vector<ShardIo>& shards) {
+  const BlockId& id = shards.front().block;
+  const uint64_t t0 = NowNs();
+  const uint64_t bytes = shards.size() * geo.layout.shard_bytes;
+  CacheTier::SlotIndex slot;
+  const auto state = cache ? cache->AcquireForRead(id, /*may_allocate=*/posix != nullptr, &slot) : CacheTier::ReadState::kUnavailable;
+  if (state == CacheTier::ReadState::kReady) {
+    CopyOut(slot, shards);
+    cache->Unpin(slot);
+    stats.cache.load_blocks++;
+    stats.cache.load_bytes += bytes;
+    stats.cache.load_ns += NowNs() - t0;
+    return Status::OK();
+  }
+  if (!posix) return Status::NotFound("block " + id.ToHex() + ": not in the store");
+  if (state == CacheTier::ReadState::kLoadInto) {
+    std::vector<uint64_t> sums;
+    Status s = posix->ReadBlock(id, cache->data(slot), &sums);
+    if (s.ok()) CopyOut(slot, shards);
+    cache->EndLoad(slot, s.ok(), std::move(sums));
+    return s;
+  }
+  // Posix-only pipeline, or no DRAM slot free: read straight into the caller's memory.
+  for (const ShardIo& s : shards) {
+    KVTIER_RETURN_IF_ERROR(posix->ReadShard(id, s.shard, ToIovecs(s)));
+  }
+  return Status::OK();
+}
+
+Status StoreCore::DumpBlock(const std::vector<ShardIo>& shards) {
+  const BlockId& id = shards.front().block;
+  if (!cache) {
+    for (const ShardIo& s : shards) {
+      KVTIER_RETURN_IF_ERROR(posix->WriteShard(id, s.shard, ToIovecs(s)));
+    }
+    return Status::OK();
+  }
+  const uint64_t t0 = NowNs();
+  CacheTier::SlotIndex slot;
+  auto state = cache->BeginFill(id, kFillWait, &slot);
+  if (!state.ok()) return state.status();
+  if (*state == CacheTier::FillState::kAlreadyPresent) return Status::OK();
+  bool completed = false;
+  for (const ShardIo& s : shards) {
+    uint8_t* dst = cache->data(slot) + geo.shard_offset(s.shard);
+    uint8_t* p = dst;
+    for (const Segment& seg : s.segments) {
+      std::memcpy(p, seg.addr, seg.len);
+      p += seg.len;
+    }
+    // Checksum the DRAM copy: what is verified later is exactly what was stored.
+    completed |= cache->FinishShard(slot, s.shard, Checksum(dst, geo.layout.shard_bytes),
+                                    /*dirty=*/posix != nullptr);
+  }
+  stats.cache.dump_bytes += shards.size() * geo.layout.shard_bytes;
+  stats.cache.dump_ns += NowNs() - t0;
+  if (!completed) {
+    cache->Unpin(slot);
+    return Status::OK();
+  }
+  stats.cache.dump_blocks++;
+  if (!posix) {
+    cache->Unpin(slot);
+    return Status::OK();
+  }
+  {
+    std::lock_guard lk(wb_mu_);
+    ++wb_pending_;
+    stats.writeback_pending++;
+  }
+  // The fill's pin passes to the write-back job.
+  auto self = shared_from_this();
+  wb_pool_->Submit([self, slot, id](bool cancelled) { self->WriteBack(slot, id, cancelled); });
+  return Status::OK();
+}
+
+void StoreCore::WriteBack(CacheTier::SlotIndex slot, const BlockId& id, bool cancelled) {
+  Status s = cancelled ? Status::Aborted("store shut down before write-back of block " + id.ToHex())
+                       : posix->WriteBlock(id, cache->checksums(slot), cache->data(slot));
+  cache->EndWriteback(slot, s.ok());
+  if (!s.ok()) {
+    stats.writeback_errors++;
+    spdlog::error("kvtier: write-back of block {} failed: {}", id.ToHex(), s.ToString());
+  }
+  std::lock_guard lk(wb_mu_);
+  if (!s.ok() && wb_error_.ok()) wb_error_ = s;
+  --wb_pending_;
+  stats.writeback_pending--;
+  wb_cv_.notify_all();
+}
+
+bool StoreCore::Contains(const BlockId& id) {
+  return (cache && cache->Contains(id)) || (posix && posix->Exists(id));
+}
+
+Status StoreCore::Flush(std::chrono::milliseconds timeout) {
+  std::unique_lock lk(wb_mu_);
+  if (!wb_cv_.wait_for(lk, timeout, [&] { return wb_pending_ == 0; })) {
+    return Status::TimedOut(fmt::format("flush: {} blocks still awaiting write-back", wb_pending_));
+  }
+  Status s = wb_error_;
+  wb_error_ = Status::OK();
+  return s;
+}
+
+void StoreCore::Shutdown() {
+  {
+    std::unique_lock lk(wb_mu_);
+    uint64_t last = wb_pending_;
+    while (wb_pending_ > 0) {
+      wb_cv_.wait_for(lk, kShutdownProgressWindow, [&] { return wb_pending_ < last; });
+      if (wb_pending_ == last) {
+        spdlog::error("kvtier: write-back stalled; abandoning {} blocks at shutdown", wb_pending_);
+        break;
+      }
+      last = wb_pending_;
+    }
+  }
+  if (fg_pool_) fg_pool_->Shutdown(kPoolGrace);
+  if (wb_pool_) wb_pool_->Shutdown(kPoolGrace);
+}
+
+}  // namespace kvtier

@@ -1,0 +1,59 @@
+// StoreCore: the state and per-block operations behind TieredStore.
+//
+// Owned through shared_ptr by the TieredStore and by every queued job.
+#pragma once
+
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "common/thread_pool.h"
+#include "kvtier/store.h"
+#include "store/block_format.h"
+#include "store/cache_tier.h"
+#include "store/posix_tier.h"
+#include "store/stats_counters.h"
+#include "store/task_table.h"
+
+namespace kvtier {
+
+class StoreCore : public std::enable_shared_from_this<StoreCore> {
+ public:
+  StoreCore(const StoreConfig& config, const BlockLayout& layout, Env* env);
+  Status Open();
+
+  // Checks a request and groups its shards by block (request order kept).
+  Result<std::vector<std::vector<ShardIo>>> Validate(std::vector<ShardIo> shards) const;
+  TaskId Submit(std::vector<std::vector<ShardIo>> groups, bool load);
+
+  Status LoadBlock(const std::vector<ShardIo>& shards);
+  Status DumpBlock(const std::vector<ShardIo>& shards);
+  void WriteBack(CacheTier::SlotIndex slot, const BlockId& id, bool cancelled);
+
+  bool Contains(const BlockId& id);
+  Status Flush(std::chrono::milliseconds timeout);
+  // Flushes while write-back makes progress, then stops the pools.
+  void Shutdown();
+
+  const StoreConfig config;
+  const BlockGeometry geo;
+  Env* const env;
+  const bool lookup_only;
+  StatsCounters stats;
+  TaskTable tasks{&stats};
+  std::unique_ptr<CacheTier> cache;
+  std::unique_ptr<PosixTier> posix;
+
+ private:
+  void CopyOut(CacheTier::SlotIndex slot, const std::vector<ShardIo>& shards);
+
+  std::unique_ptr<ThreadPool> fg_pool_;
+  std::unique_ptr<ThreadPool> wb_pool_;
+  std::mutex wb_mu_;
+  std::condition_variable wb_cv_;
+  uint64_t wb_pending_ = 0;
+  Status wb_error_;  // first write-back error since the last Flush
+};
+
+}  // namespace kvtier

@@ -1,0 +1,75 @@
+#include "store/task_table.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+
+namespace kvtier {
+
+TaskId TaskTable::Create(size_t parts) {
+  std::lock_guard lk(mu_);
+  const TaskId id = next_id_++;
+  Task& t = tasks_[id];
+  t.remaining = parts;
+  t.start_ns = NowNs();
+  return id;
+}
+
+void TaskTable::EndPart(TaskId task, const BlockId* failed, const Status& why) {
+  std::lock_guard lk(mu_);
+  auto it = tasks_.find(task);
+  if (it == tasks_.end()) return;
+  Task& t = it->second;
+  if (failed) {
+    if (std::find(t.failed.begin(), t.failed.end(), *failed) == t.failed.end()) {
+      t.failed.push_back(*failed);
+      stats_->failed_blocks++;
+    }
+    if (t.first_error.ok()) t.first_error = why;
+  }
+  if (--t.remaining == 0) {
+    stats_->RecordTaskLatency(NowNs() - t.start_ns);
+    done_cv_.notify_all();
+  }
+}
+
+void TaskTable::Take(std::unordered_map<TaskId, Task>::iterator it, TaskResult* result) {
+  Task& t = it->second;
+  if (result) {
+    result->failed_blocks = std::move(t.failed);
+    result->status = result->failed_blocks.empty()
+                         ? Status::OK()
+                         : Status(t.first_error.ok() ? Status::IOError("block failed")
+                                                     : t.first_error);
+  }
+  tasks_.erase(it);
+}
+
+Status TaskTable::Wait(TaskId task, std::chrono::milliseconds timeout, TaskResult* result) {
+  std::unique_lock lk(mu_);
+  // Look the task up afresh after each wake-up: inserts may rehash the map.
+  auto it = tasks_.find(task);
+  const bool done = done_cv_.wait_for(lk, timeout, [&] {
+    it = tasks_.find(task);
+    return it == tasks_.end() || it->second.remaining == 0;
+  });
+  if (it == tasks_.end()) {
+    return Status::NotFound(fmt::format("task {}: unknown or already taken", task));
+  }
+  if (!done) {
+    return Status::TimedOut(fmt::format("task {}: not done after {} ms", task, timeout.count()));
+  }
+  Take(it, result);
+  return Status::OK();
+}
+
+Status TaskTable::Check(TaskId task, bool* done, TaskResult* result) {
+  std::lock_guard lk(mu_);
+  auto it = tasks_.find(task);
+  if (it == tasks_.end()) return Status::NotFound(fmt::format("task {}: unknown or already taken", task));
+  *done = it->second.remaining == 0;
+  if (*done) Take(it, result);
+  return Status::OK();
+}
+
+}  // namespace kvtier

@@ -1,0 +1,47 @@
+// TaskTable: the asynchronous Load/Dump tasks of one store.
+//
+// A task is split into parts (one per block); each part reports its failed
+// blocks when it ends. The task is done when every part has ended. Wait and
+// Check hand the result out exactly once, then forget the task.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <unordered_map>
+#include <vector>
+
+#include "kvtier/store.h"
+#include "store/stats_counters.h"
+
+namespace kvtier {
+
+class TaskTable {
+ public:
+  explicit TaskTable(StatsCounters* stats) : stats_(stats) {}
+
+  TaskId Create(size_t parts);
+  // Ends one part of `task`; `failed` lists that part's failed block (if any).
+  void EndPart(TaskId task, const BlockId* failed, const Status& why);
+
+  Status Wait(TaskId task, std::chrono::milliseconds timeout, TaskResult* result);
+  Status Check(TaskId task, bool* done, TaskResult* result);
+
+ private:
+  struct Task {
+    size_t remaining = 0;
+    std::vector<BlockId> failed;
+    Status first_error;
+    uint64_t start_ns = 0;
+  };
+  // Requires mu_ held and the task done.
+  void Take(std::unordered_map<TaskId, Task>::iterator it, TaskResult* result);
+
+  StatsCounters* const stats_;
+  std::mutex mu_;
+  std::condition_variable done_cv_;
+  std::unordered_map<TaskId, Task> tasks_;
+  TaskId next_id_ = 1;
+};
+
+}  // namespace kvtier

@@ -1,0 +1,64 @@
+#include "store/tiered_store.h"
+
+#include "store/store_core.h"
+
+namespace kvtier {
+
+Result<std::unique_ptr<Store>> Store::Open(const StoreConfig& config, const BlockLayout& layout,
+                                           Env* env) {
+  auto core = std::make_shared<StoreCore>(config, layout, env ? env : Env::Default());
+  Status s = core->Open();
+  if (!s.ok()) {
+    core->Shutdown();
+    return s;
+  }
+  return std::unique_ptr<Store>(new TieredStore(std::move(core)));
+}
+
+TieredStore::TieredStore(std::shared_ptr<StoreCore> core) : core_(std::move(core)) {}
+
+TieredStore::~TieredStore() { core_->Shutdown(); }
+
+std::vector<bool> TieredStore::Lookup(std::span<const BlockId> ids) {
+  std::vector<bool> hits(ids.size());
+  for (size_t i = 0; i < ids.size(); ++i) hits[i] = core_->Contains(ids[i]);
+  return hits;
+}
+
+size_t TieredStore::LookupPrefix(std::span<const BlockId> ids) {
+  size_t n = 0;
+  while (n < ids.size() && core_->Contains(ids[n])) ++n;
+  return n;
+}
+
+Result<TaskId> TieredStore::Load(std::vector<ShardIo> shards) {
+  auto groups = core_->Validate(std::move(shards));
+  if (!groups.ok()) return groups.status();
+  return core_->Submit(std::move(*groups), /*load=*/true);
+}
+
+Result<TaskId> TieredStore::Dump(std::vector<ShardIo> shards) {
+  auto groups = core_->Validate(std::move(shards));
+  if (!groups.ok()) return groups.status();
+  return core_->Submit(std::move(*groups), /*load=*/false);
+}
+
+Status TieredStore::Wait(TaskId task, std::chrono::milliseconds timeout, TaskResult* result) {
+  return core_->tasks.Wait(task, timeout, result);
+}
+
+Status TieredStore::Check(TaskId task, bool* done, TaskResult* result) {
+  return core_->tasks.Check(task, done, result);
+}
+
+Status TieredStore::Flush(std::chrono::milliseconds timeout) { return core_->Flush(timeout); }
+
+void TieredStore::DropCache() {
+  if (core_->cache) core_->cache->DropClean();
+}
+
+StoreStats TieredStore::Stats() const { return core_->stats.Snapshot(); }
+
+const BlockLayout& TieredStore::layout() const { return core_->geo.layout; }
+
+}  // namespace kvtier

@@ -1,0 +1,111 @@
+// A writer killed with SIGKILL mid-dump: no partial block is ever served and
+// its temporary files are removed when the store is reopened.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <thread>
+
+#include "testing/fault_env.h"
+#include "testing/store_fixture.h"
+
+namespace kvtier {
+namespace {
+
+using testing::AllShards;
+using testing::DumpShards;
+using testing::FaultEnv;
+using testing::LoadAndCheck;
+using testing::MakeConfig;
+using testing::MakeIds;
+using testing::Op;
+using testing::TempDir;
+
+size_t CountTemps(const std::string& root) {
+  size_t n = 0;
+  for (auto& e : std::filesystem::recursive_directory_iterator(root)) {
+    if (e.path().filename().string().find(".tmp.") != std::string::npos) ++n;
+  }
+  return n;
+}
+
+// Every block the reopened store reports present loads intact; the rest miss.
+void ExpectNoPartialBlocks(const std::string& root, const BlockLayout& layout,
+                           const std::vector<BlockId>& ids) {
+  auto store = Store::Open(MakeConfig("Posix", root), layout);
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  EXPECT_EQ(CountTemps(root), 0u) << "temporary files of the dead writer remain";
+  const std::vector<bool> present = (*store)->Lookup(ids);
+  std::vector<bool> ok;
+  LoadAndCheck(store->get(), ids, &ok);
+  for (size_t i = 0; i < ids.size(); ++i) {
+    EXPECT_EQ(ok[i], present[i]) << "block " << i << (present[i] ? " present but bad" : " served though absent");
+  }
+}
+
+TEST(Crash, WriterKilledBetweenShardsLeavesNoPartialBlock) {
+  TempDir dir;
+  const BlockLayout layout{8, 4096};
+  const auto ids = MakeIds(4);
+  int pipefd[2];
+  ASSERT_EQ(::pipe(pipefd), 0);
+  pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    // Child: stall (and tell the parent) once several shards are on disk.
+    FaultEnv env;
+    std::atomic<int> writes{0};
+    env.SetHook([&](Op op, const std::string&) {
+      if (op == Op::kWrite && ++writes == 6) {
+        char c = 'x';
+        (void)!::write(pipefd[1], &c, 1);
+        ::pause();
+      }
+      return Status::OK();
+    });
+    auto store = Store::Open(MakeConfig("Posix", dir.path()), layout, &env);
+    if (!store.ok()) ::_exit(3);
+    DumpShards(store->get(), ids, AllShards(store->get()));
+    ::_exit(0);
+  }
+  char c;
+  ASSERT_EQ(::read(pipefd[0], &c, 1), 1);
+  ::kill(pid, SIGKILL);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFSIGNALED(status));
+  EXPECT_GT(CountTemps(dir.path()), 0u) << "the kill should have left a temp file";
+  ExpectNoPartialBlocks(dir.path(), layout, ids);
+  auto store = Store::Open(MakeConfig("Posix", dir.path()), layout);
+  EXPECT_EQ((*store)->LookupPrefix(ids), 0u);
+}
+
+TEST(Crash, WriterKilledAtRandomPointsNeverYieldsTornBlocks) {
+  const BlockLayout layout{4, 64 << 10};
+  const auto ids = MakeIds(64);
+  for (int round = 0; round < 4; ++round) {
+    TempDir dir;
+    pid_t pid = ::fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      auto store = Store::Open(MakeConfig("Cache|Posix", dir.path()), layout);
+      if (!store.ok()) ::_exit(3);
+      for (int rep = 0; rep < 1000; ++rep) {
+        for (const auto& id : ids) DumpShards(store->get(), {id}, AllShards(store->get()));
+        (*store)->Flush(std::chrono::seconds(10));
+      }
+      ::_exit(0);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(30 + 40 * round));
+    ::kill(pid, SIGKILL);
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    SCOPED_TRACE("round " + std::to_string(round));
+    ExpectNoPartialBlocks(dir.path(), layout, ids);
+  }
+}
+
+}  // namespace
+}  // namespace kvtier

@@ -1,0 +1,115 @@
+// Capacity limits: LRU eviction in the DRAM tier and in the shared Posix tier.
+#include <gtest/gtest.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+
+#include <filesystem>
+
+#include "store/block_format.h"
+#include "testing/store_fixture.h"
+
+namespace kvtier {
+namespace {
+
+using testing::DumpShards;
+using testing::LoadAndCheck;
+using testing::MakeConfig;
+using testing::MakeIds;
+using testing::TempDir;
+
+TEST(CacheEviction, LeastRecentlyUsedBlockGoesFirst) {
+  const BlockLayout layout{1, 4096};
+  // Room for exactly four blocks.
+  auto store = Store::Open(MakeConfig("Cache", "", 4 * 4096), layout);
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  const auto ids = MakeIds(6);
+  for (int i = 0; i < 4; ++i) {  // one by one: the LRU order is the dump order
+    ASSERT_TRUE(DumpShards(store->get(), {ids[i]}, {0}).status.ok());
+  }
+  std::vector<bool> ok;
+  LoadAndCheck(store->get(), {ids[0]}, &ok);  // ids[0] is now the most recently used
+  ASSERT_TRUE(DumpShards(store->get(), {ids[4]}, {0}).status.ok());
+  EXPECT_EQ((*store)->Lookup(ids), (std::vector<bool>{true, false, true, true, true, false}));
+  ASSERT_TRUE(DumpShards(store->get(), {ids[5]}, {0}).status.ok());
+  EXPECT_EQ((*store)->Lookup(ids), (std::vector<bool>{true, false, false, true, true, true}));
+  const StoreStats st = (*store)->Stats();
+  EXPECT_EQ(st.cache.evictions, 2u);
+  EXPECT_EQ(st.cache.used_bytes, 4u * 4096);
+  // What remains is intact.
+  TaskResult r = LoadAndCheck(store->get(), {ids[0], ids[3], ids[4], ids[5]}, &ok);
+  EXPECT_TRUE(r.status.ok());
+  EXPECT_EQ(ok, std::vector<bool>(4, true));
+}
+
+TEST(CacheEviction, CapacityBelowOneBlockIsRejected) {
+  auto store = Store::Open(MakeConfig("Cache", "", 4095), BlockLayout{1, 4096});
+  ASSERT_FALSE(store.ok());
+  EXPECT_TRUE(store.status().IsInvalidArgument());
+  EXPECT_NE(store.status().message().find("cache_buffer_capacity_gb"), std::string::npos);
+}
+
+TEST(CacheEviction, PromotedBlocksAreEvictedForNewDumps) {
+  TempDir dir;
+  const BlockLayout layout{1, 4096};
+  auto store = Store::Open(MakeConfig("Cache|Posix", dir.path(), 2 * 4096), layout);
+  ASSERT_TRUE(store.ok());
+  const auto ids = MakeIds(5);
+  for (const auto& id : ids) {
+    ASSERT_TRUE(DumpShards(store->get(), {id}, {0}).status.ok());
+    ASSERT_TRUE((*store)->Flush(std::chrono::seconds(10)).ok());
+  }
+  // Everything is on disk; DRAM holds at most two blocks, and all load.
+  std::vector<bool> ok;
+  TaskResult r = LoadAndCheck(store->get(), ids, &ok);
+  EXPECT_TRUE(r.status.ok()) << r.status.ToString();
+  EXPECT_EQ(ok, std::vector<bool>(5, true));
+  EXPECT_LE((*store)->Stats().cache.used_bytes, 2u * 4096);
+}
+
+void SetMtime(const std::string& path, int64_t sec) {
+  timespec ts[2] = {{sec, 0}, {sec, 0}};
+  ASSERT_EQ(::utimensat(AT_FDCWD, path.c_str(), ts, 0), 0);
+}
+
+std::string BlockPath(const std::string& root, const BlockId& id) {
+  const std::string hex = id.ToHex();
+  return root + "/" + hex.substr(0, 3) + "/" + hex + ".kvb";
+}
+
+TEST(PosixEviction, SharedRootStaysUnderCapacityEvictingOldestFirst) {
+  TempDir dir;
+  const BlockLayout layout{1, 4096};
+  const uint64_t file = BlockGeometry(layout).file_bytes();
+  StoreConfig cfg = MakeConfig("Posix", dir.path());
+  cfg.posix_capacity_bytes = 6 * file;
+  cfg.posix_low_watermark = 0.5;  // evict down to 3 files
+  const auto ids = MakeIds(8);
+  // Two stores (as two processes would) fill the same root.
+  auto a = Store::Open(cfg, layout);
+  auto b = Store::Open(cfg, layout);
+  ASSERT_TRUE(a.ok() && b.ok());
+  for (int i = 0; i < 6; ++i) {
+    ASSERT_TRUE(DumpShards((i % 2 ? b : a)->get(), {ids[i]}, {0}).status.ok());
+    SetMtime(BlockPath(dir.path(), ids[i]), 1000000 + i);
+  }
+  // ids[0] is read (a cross-process LRU touch), so ids[1..3] are the oldest.
+  std::vector<bool> ok;
+  LoadAndCheck(b->get(), {ids[0]}, &ok);
+  ASSERT_TRUE(ok[0]);
+  // a's own estimate is 3 files; b's Open-time scan plus its writes trip the limit.
+  ASSERT_TRUE(DumpShards(b->get(), {ids[6]}, {0}).status.ok());
+  ASSERT_TRUE(DumpShards(b->get(), {ids[7]}, {0}).status.ok());
+  size_t files = 0;
+  for (auto& e : std::filesystem::recursive_directory_iterator(dir.path())) {
+    if (e.path().extension() == ".kvb") ++files;
+  }
+  EXPECT_LE(files * file, cfg.posix_capacity_bytes);
+  const std::vector<bool> present = (*a)->Lookup(ids);
+  EXPECT_TRUE(present[0]) << "recently read block evicted";
+  EXPECT_FALSE(present[1]) << "oldest block kept";
+  EXPECT_TRUE(present[7]);
+  EXPECT_GT((*b)->Stats().posix.evictions, 0u);
+}
+
+}  // namespace
+}  // namespace kvtier

@@ -1,0 +1,110 @@
+// FaultEnv: an Env that forwards to the real filesystem but lets a test fail,
+// delay or hang any operation, to exercise the store's fault paths.
+//
+// Contract: `hook` (if set) runs before every operation with its kind and
+// path; a non-OK Status is returned instead of doing the operation. Hooks may
+// block (to simulate a hung filesystem) and run on store threads.
+#pragma once
+
+#include <cerrno>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "kvtier/env.h"
+
+namespace kvtier::testing {
+
+enum class Op { kOpen, kRead, kWrite, kSync, kRename, kUnlink, kStat, kListDir, kTouch };
+
+class FaultEnv : public Env {
+ public:
+  using Hook = std::function<Status(Op op, const std::string& path)>;
+
+  explicit FaultEnv(Env* base = Env::Default()) : base_(base) {}
+
+  void SetHook(Hook h) {
+    std::lock_guard lk(mu_);
+    hook_ = std::make_shared<Hook>(std::move(h));
+  }
+  Status Check(Op op, const std::string& path) {
+    std::shared_ptr<Hook> h;
+    {
+      std::lock_guard lk(mu_);
+      h = hook_;
+    }
+    return h && *h ? (*h)(op, path) : Status::OK();
+  }
+
+  Result<std::unique_ptr<File>> Open(const std::string& path, const OpenOptions& o) override;
+  Result<FileInfo> Stat(const std::string& path) override {
+    KVTIER_RETURN_IF_ERROR(Check(Op::kStat, path));
+    return base_->Stat(path);
+  }
+  Status Rename(const std::string& from, const std::string& to) override {
+    KVTIER_RETURN_IF_ERROR(Check(Op::kRename, to));
+    return base_->Rename(from, to);
+  }
+  Status Unlink(const std::string& path) override {
+    KVTIER_RETURN_IF_ERROR(Check(Op::kUnlink, path));
+    return base_->Unlink(path);
+  }
+  Status CreateDirs(const std::string& path) override { return base_->CreateDirs(path); }
+  Status SyncDir(const std::string& path) override {
+    KVTIER_RETURN_IF_ERROR(Check(Op::kSync, path));
+    return base_->SyncDir(path);
+  }
+  Status Touch(const std::string& path) override {
+    KVTIER_RETURN_IF_ERROR(Check(Op::kTouch, path));
+    return base_->Touch(path);
+  }
+  Result<std::vector<std::string>> ListDir(const std::string& dir) override {
+    KVTIER_RETURN_IF_ERROR(Check(Op::kListDir, dir));
+    return base_->ListDir(dir);
+  }
+  Status WithFileLock(const std::string& path, const std::function<Status()>& fn) override {
+    return base_->WithFileLock(path, fn);
+  }
+  Result<uint64_t> FreeSpace(const std::string& path) override { return base_->FreeSpace(path); }
+
+ private:
+  Env* base_;
+  std::mutex mu_;
+  std::shared_ptr<Hook> hook_;
+};
+
+// Forwards to a real file after consulting the env's hook.
+class FaultFile : public File {
+ public:
+  FaultFile(FaultEnv* env, std::unique_ptr<File> f, std::string path)
+      : env_(env), f_(std::move(f)), path_(std::move(path)) {}
+  Status ReadV(uint64_t off, std::span<const iovec> iov) override {
+    KVTIER_RETURN_IF_ERROR(env_->Check(Op::kRead, path_));
+    return f_->ReadV(off, iov);
+  }
+  Status WriteV(uint64_t off, std::span<const iovec> iov) override {
+    KVTIER_RETURN_IF_ERROR(env_->Check(Op::kWrite, path_));
+    return f_->WriteV(off, iov);
+  }
+  Status Sync() override {
+    KVTIER_RETURN_IF_ERROR(env_->Check(Op::kSync, path_));
+    return f_->Sync();
+  }
+  Result<FileInfo> Stat() override { return f_->Stat(); }
+  Status Close() override { return f_->Close(); }
+
+ private:
+  FaultEnv* env_;
+  std::unique_ptr<File> f_;
+  std::string path_;
+};
+
+inline Result<std::unique_ptr<File>> FaultEnv::Open(const std::string& path, const OpenOptions& o) {
+  KVTIER_RETURN_IF_ERROR(Check(Op::kOpen, path));
+  auto f = base_->Open(path, o);
+  if (!f.ok()) return f.status();
+  return std::unique_ptr<File>(new FaultFile(this, std::move(*f), path));
+}
+
+}  // namespace kvtier::testing
