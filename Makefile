@@ -9,7 +9,7 @@ BUILD_TYPE ?= RelWithDebInfo
 
 setup: .stamp/setup
 
-.stamp/setup: scripts/setup.sh python/requirements.txt
+.stamp/setup: scripts/setup.sh python/requirements.txt python/overrides.txt
 	bash scripts/setup.sh
 	@mkdir -p .stamp && touch $@
 

@@ -19,6 +19,7 @@
 namespace kvtier {
 
 enum class TierKind { kCache, kPosix };
+enum class IoEngine { kAuto, kUring, kPsync };
 
 struct StoreConfig {
   // Tiers from fastest to slowest, e.g. {kCache, kPosix} for "Cache|Posix".
@@ -33,7 +34,9 @@ struct StoreConfig {
   double posix_low_watermark = 0.9;
   bool io_direct = false;  // O_DIRECT on block files
   bool io_fsync = false;   // fsync each block file (and its directory) before publishing
-  int io_threads = 2;      // worker threads moving data between tiers
+  // How block file data moves: io_uring, preadv/pwritev, or io_uring where available.
+  IoEngine io_engine = IoEngine::kAuto;
+  int io_threads = 2;  // worker threads moving data between tiers
   // Temporary files of dead writers older than this are removed at open.
   int tmp_max_age_s = 600;
   // Top-level UCM keys, carried for the connector.

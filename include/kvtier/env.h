@@ -43,7 +43,7 @@ struct OpenOptions {
   bool create = false;     // create if missing
   bool exclusive = false;  // fail if it exists
   bool truncate = false;
-  bool direct = false;     // O_DIRECT: buffers, offsets and lengths aligned to kDirectIoAlign
+  bool direct = false;  // O_DIRECT: buffers, offsets and lengths aligned to kDirectIoAlign
 };
 
 inline constexpr size_t kDirectIoAlign = 4096;
@@ -51,7 +51,11 @@ inline constexpr size_t kDirectIoAlign = 4096;
 class Env {
  public:
   virtual ~Env() = default;
+  // preadv/pwritev on file descriptors.
   static Env* Default();
+  // Default() with file data moved by io_uring; nullptr where the kernel
+  // refuses io_uring. Never destroyed.
+  static Env* Uring();
 
   virtual Result<std::unique_ptr<File>> Open(const std::string& path, const OpenOptions& opts) = 0;
   virtual Result<FileInfo> Stat(const std::string& path) = 0;

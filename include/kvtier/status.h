@@ -74,7 +74,7 @@ class Status {
 template <typename T>
 class Result {
  public:
-  Result(T value) : v_(std::move(value)) {}  // NOLINT(google-explicit-constructor)
+  Result(T value) : v_(std::move(value)) {}         // NOLINT(google-explicit-constructor)
   Result(Status status) : v_(std::move(status)) {}  // NOLINT(google-explicit-constructor)
 
   bool ok() const { return std::holds_alternative<T>(v_); }
@@ -97,8 +97,8 @@ class Result {
 }  // namespace kvtier
 
 // Returns early from the enclosing function when `expr` is not OK.
-#define KVTIER_RETURN_IF_ERROR(expr)    \
-  do {                                  \
-    ::kvtier::Status _kvtier_s = (expr); \
+#define KVTIER_RETURN_IF_ERROR(expr)       \
+  do {                                     \
+    ::kvtier::Status _kvtier_s = (expr);   \
     if (!_kvtier_s.ok()) return _kvtier_s; \
   } while (0)

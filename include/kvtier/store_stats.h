@@ -10,18 +10,18 @@
 namespace kvtier {
 
 struct TierStats {
-  uint64_t lookups = 0;       // blocks asked
-  uint64_t hits = 0;          // blocks found in this tier
-  uint64_t load_blocks = 0;   // blocks served by this tier
+  uint64_t lookups = 0;      // blocks asked
+  uint64_t hits = 0;         // blocks found in this tier
+  uint64_t load_blocks = 0;  // blocks served by this tier
   uint64_t load_bytes = 0;
-  uint64_t load_ns = 0;       // time spent reading
-  uint64_t dump_blocks = 0;   // blocks written into this tier
+  uint64_t load_ns = 0;      // time spent reading
+  uint64_t dump_blocks = 0;  // blocks written into this tier
   uint64_t dump_bytes = 0;
   uint64_t dump_ns = 0;
   uint64_t evictions = 0;
-  uint64_t errors = 0;        // I/O errors (read or write)
-  uint64_t corrupt = 0;       // blocks that failed verification
-  uint64_t used_bytes = 0;    // gauge
+  uint64_t errors = 0;      // I/O errors (read or write)
+  uint64_t corrupt = 0;     // blocks that failed verification
+  uint64_t used_bytes = 0;  // gauge
   uint64_t capacity_bytes = 0;
 };
 

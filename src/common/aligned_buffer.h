@@ -21,7 +21,9 @@ class AlignedBuffer {
   explicit operator bool() const { return data_ != nullptr; }
 
  private:
-  static size_t RoundUp(size_t n) { return (n + kDirectIoAlign - 1) / kDirectIoAlign * kDirectIoAlign; }
+  static size_t RoundUp(size_t n) {
+    return (n + kDirectIoAlign - 1) / kDirectIoAlign * kDirectIoAlign;
+  }
   struct Free {
     void operator()(uint8_t* p) const { std::free(p); }
   };

@@ -1,5 +1,8 @@
 #include "common/checksum.h"
 
+#include <algorithm>
+#include <cstring>
+
 #define XXH_INLINE_ALL
 #include <xxhash.h>
 
@@ -13,6 +16,42 @@ uint64_t ChecksumOf(std::span<const iovec> segments) {
   XXH3_64bits_reset(&state);
   for (const iovec& s : segments) XXH3_64bits_update(&state, s.iov_base, s.iov_len);
   return XXH3_64bits_digest(&state);
+}
+
+}  // namespace kvtier
+
+namespace kvtier {
+
+namespace {
+constexpr size_t kChunk = 128 << 10;  // fits L2 with room to spare
+}  // namespace
+
+uint64_t CopyAndChecksum(std::span<const iovec> segments, void* dst) {
+  XXH3_state_t state;
+  XXH3_64bits_reset(&state);
+  auto* out = static_cast<uint8_t*>(dst);
+  for (const iovec& s : segments) {
+    const auto* in = static_cast<const uint8_t*>(s.iov_base);
+    for (size_t done = 0; done < s.iov_len;) {
+      const size_t n = std::min(kChunk, s.iov_len - done);
+      std::memcpy(out, in + done, n);
+      XXH3_64bits_update(&state, out, n);
+      out += n;
+      done += n;
+    }
+  }
+  return XXH3_64bits_digest(&state);
+}
+
+StreamingChecksum::StreamingChecksum() : state_(XXH3_createState()) {
+  XXH3_64bits_reset(static_cast<XXH3_state_t*>(state_));
+}
+StreamingChecksum::~StreamingChecksum() { XXH3_freeState(static_cast<XXH3_state_t*>(state_)); }
+void StreamingChecksum::Update(const void* data, size_t len) {
+  XXH3_64bits_update(static_cast<XXH3_state_t*>(state_), data, len);
+}
+uint64_t StreamingChecksum::Digest() const {
+  return XXH3_64bits_digest(static_cast<const XXH3_state_t*>(state_));
 }
 
 }  // namespace kvtier

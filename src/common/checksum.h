@@ -15,4 +15,21 @@ namespace kvtier {
 uint64_t Checksum(const void* data, size_t len);
 uint64_t ChecksumOf(std::span<const iovec> segments);
 
+// Copies `segments` contiguously to `dst` and returns the checksum of the
+// copied bytes, hashing each chunk while it is still in cache: one pass over
+// memory instead of two.
+uint64_t CopyAndChecksum(std::span<const iovec> segments, void* dst);
+
+// Incremental form, for data that arrives in pieces (e.g. chunked reads).
+class StreamingChecksum {
+ public:
+  StreamingChecksum();
+  ~StreamingChecksum();
+  void Update(const void* data, size_t len);
+  uint64_t Digest() const;
+
+ private:
+  void* state_;  // XXH3_state_t, kept out of this header
+};
+
 }  // namespace kvtier

@@ -116,10 +116,11 @@ Result<std::vector<std::string>> ParseBackends(const Parser& p, const YAML::Node
 
 Status ParseStoreSection(const Parser& p, const YAML::Node& cfg, StoreConfig* out) {
   if (!cfg.IsMap()) return p.Error("ucm_connector_config", "expected a mapping");
-  KVTIER_RETURN_IF_ERROR(p.CheckKeys(
-      cfg, "ucm_connector_config",
-      {"store_pipeline", "storage_backends", "cache_buffer_capacity_gb", "posix_capacity_gb",
-       "posix_low_watermark", "io_direct", "io_fsync", "io_threads", "tmp_max_age_s"}));
+  KVTIER_RETURN_IF_ERROR(
+      p.CheckKeys(cfg, "ucm_connector_config",
+                  {"store_pipeline", "storage_backends", "cache_buffer_capacity_gb",
+                   "posix_capacity_gb", "posix_low_watermark", "io_direct", "io_fsync", "io_engine",
+                   "io_threads", "tmp_max_age_s"}));
   if (cfg["store_pipeline"]) {
     auto r = ParsePipeline(p, cfg["store_pipeline"]);
     if (!r.ok()) return r.status();
@@ -132,8 +133,8 @@ Status ParseStoreSection(const Parser& p, const YAML::Node& cfg, StoreConfig* ou
   }
   double gb = 0;
   if (cfg["cache_buffer_capacity_gb"]) {
-    KVTIER_RETURN_IF_ERROR(
-        p.GetNumber(cfg["cache_buffer_capacity_gb"], "cache_buffer_capacity_gb", 1e-6, 1 << 20, &gb));
+    KVTIER_RETURN_IF_ERROR(p.GetNumber(cfg["cache_buffer_capacity_gb"], "cache_buffer_capacity_gb",
+                                       1e-6, 1 << 20, &gb));
     out->cache_capacity_bytes = static_cast<uint64_t>(gb * kGiB);
   }
   if (cfg["posix_capacity_gb"]) {
@@ -141,11 +142,26 @@ Status ParseStoreSection(const Parser& p, const YAML::Node& cfg, StoreConfig* ou
     out->posix_capacity_bytes = static_cast<uint64_t>(gb * kGiB);
   }
   if (cfg["posix_low_watermark"]) {
-    KVTIER_RETURN_IF_ERROR(p.GetNumber(cfg["posix_low_watermark"], "posix_low_watermark", 0.05,
-                                       1.0, &out->posix_low_watermark));
+    KVTIER_RETURN_IF_ERROR(p.GetNumber(cfg["posix_low_watermark"], "posix_low_watermark", 0.05, 1.0,
+                                       &out->posix_low_watermark));
   }
-  if (cfg["io_direct"]) KVTIER_RETURN_IF_ERROR(p.GetBool(cfg["io_direct"], "io_direct", &out->io_direct));
-  if (cfg["io_fsync"]) KVTIER_RETURN_IF_ERROR(p.GetBool(cfg["io_fsync"], "io_fsync", &out->io_fsync));
+  if (cfg["io_direct"])
+    KVTIER_RETURN_IF_ERROR(p.GetBool(cfg["io_direct"], "io_direct", &out->io_direct));
+  if (cfg["io_fsync"])
+    KVTIER_RETURN_IF_ERROR(p.GetBool(cfg["io_fsync"], "io_fsync", &out->io_fsync));
+  if (cfg["io_engine"]) {
+    const YAML::Node& n = cfg["io_engine"];
+    const std::string v = n.IsScalar() ? n.Scalar() : "";
+    if (v == "auto") {
+      out->io_engine = IoEngine::kAuto;
+    } else if (v == "uring" || v == "io_uring") {
+      out->io_engine = IoEngine::kUring;
+    } else if (v == "psync") {
+      out->io_engine = IoEngine::kPsync;
+    } else {
+      return p.Error("io_engine", fmt::format("'{}' (accepted: auto, uring, psync)", v));
+    }
+  }
   if (cfg["io_threads"]) {
     KVTIER_RETURN_IF_ERROR(p.GetInt(cfg["io_threads"], "io_threads", 1, 64, &out->io_threads));
   }
@@ -160,7 +176,10 @@ Status ParseStoreSection(const Parser& p, const YAML::Node& cfg, StoreConfig* ou
 
 std::string StoreConfig::PipelineName() const {
   std::string name;
-  for (TierKind t : pipeline) name += (name.empty() ? "" : "|") + std::string(t == TierKind::kCache ? "Cache" : "Posix");
+  for (TierKind t : pipeline) {
+    if (!name.empty()) name.push_back('|');
+    name.append(t == TierKind::kCache ? "Cache" : "Posix");
+  }
   return name;
 }
 
@@ -168,8 +187,8 @@ Status StoreConfig::Validate() const {
   if (pipeline.empty()) return Status::InvalidArgument("store_pipeline: no tier");
   const bool has_posix = pipeline.back() == TierKind::kPosix;
   if (has_posix && storage_backends.empty()) {
-    return Status::InvalidArgument(
-        "storage_backends: required by a pipeline with a Posix tier (" + PipelineName() + ")");
+    return Status::InvalidArgument("storage_backends: required by a pipeline with a Posix tier (" +
+                                   PipelineName() + ")");
   }
   if (pipeline.front() == TierKind::kCache && cache_capacity_bytes == 0) {
     return Status::InvalidArgument("cache_buffer_capacity_gb: must be > 0 for a Cache tier");
@@ -189,7 +208,8 @@ Result<StoreConfig> ParseConfigYaml(std::string_view yaml, std::string_view orig
   if (!root.IsMap()) return Status::InvalidArgument(fmt::format("{}: expected a mapping", origin));
   StoreConfig out;
   try {
-    KVTIER_RETURN_IF_ERROR(p.CheckKeys(root, "", {"ucm_connectors", "enable_event_sync", "use_layerwise"}));
+    KVTIER_RETURN_IF_ERROR(
+        p.CheckKeys(root, "", {"ucm_connectors", "enable_event_sync", "use_layerwise"}));
     const YAML::Node list = root["ucm_connectors"];
     if (!list) return p.Error("ucm_connectors", "required");
     if (!list.IsSequence() || list.size() != 1) {
@@ -204,10 +224,12 @@ Result<StoreConfig> ParseConfigYaml(std::string_view yaml, std::string_view orig
       return p.Error("ucm_connectors[0].ucm_connector_name",
                      "unsupported connector (accepted: \"UcmPipelineStore\")");
     }
-    if (!conn["ucm_connector_config"]) return p.Error("ucm_connectors[0].ucm_connector_config", "required");
+    if (!conn["ucm_connector_config"])
+      return p.Error("ucm_connectors[0].ucm_connector_config", "required");
     KVTIER_RETURN_IF_ERROR(ParseStoreSection(p, conn["ucm_connector_config"], &out));
     if (root["enable_event_sync"]) {
-      KVTIER_RETURN_IF_ERROR(p.GetBool(root["enable_event_sync"], "enable_event_sync", &out.enable_event_sync));
+      KVTIER_RETURN_IF_ERROR(
+          p.GetBool(root["enable_event_sync"], "enable_event_sync", &out.enable_event_sync));
     }
     if (root["use_layerwise"]) {
       KVTIER_RETURN_IF_ERROR(p.GetBool(root["use_layerwise"], "use_layerwise", &out.use_layerwise));

@@ -1,4 +1,6 @@
 // Env::Default(): the real POSIX filesystem.
+#include "common/env_posix.h"
+
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/file.h>
@@ -8,8 +10,6 @@
 
 #include <cerrno>
 #include <string>
-
-#include "kvtier/env.h"
 
 namespace kvtier {
 namespace {
@@ -23,176 +23,164 @@ FileInfo ToInfo(const struct stat& st) {
   return info;
 }
 
-class PosixFile final : public File {
- public:
-  PosixFile(int fd, std::string path) : fd_(fd), path_(std::move(path)) {}
-  ~PosixFile() override {
-    if (fd_ >= 0) ::close(fd_);
-  }
-
-  Status ReadV(uint64_t offset, std::span<const iovec> iov) override {
-    return Loop(offset, iov, /*write=*/false);
-  }
-  Status WriteV(uint64_t offset, std::span<const iovec> iov) override {
-    return Loop(offset, iov, /*write=*/true);
-  }
-  Status Sync() override {
-    if (::fdatasync(fd_) != 0) return Status::FromErrno(errno, "fdatasync " + path_);
-    return Status::OK();
-  }
-  Result<FileInfo> Stat() override {
-    struct stat st;
-    if (::fstat(fd_, &st) != 0) return Status::FromErrno(errno, "fstat " + path_);
-    return ToInfo(st);
-  }
-  Status Close() override {
-    int fd = fd_;
-    fd_ = -1;
-    if (fd >= 0 && ::close(fd) != 0) return Status::FromErrno(errno, "close " + path_);
-    return Status::OK();
-  }
-
- private:
-  // preadv/pwritev until every byte moved; partial transfers resume where they stopped.
-  Status Loop(uint64_t offset, std::span<const iovec> iov_in, bool write) {
-    iovec local[IOV_MAX > 64 ? 64 : IOV_MAX];
-    size_t idx = 0;
-    size_t skip = 0;  // bytes of iov_in[idx] already done
-    while (idx < iov_in.size()) {
-      int n = 0;
-      for (size_t i = idx; i < iov_in.size() && n < static_cast<int>(std::size(local)); ++i, ++n) {
-        local[n] = iov_in[i];
-        if (i == idx) {
-          local[n].iov_base = static_cast<char*>(local[n].iov_base) + skip;
-          local[n].iov_len -= skip;
-        }
-      }
-      ssize_t r = write ? ::pwritev(fd_, local, n, static_cast<off_t>(offset))
-                        : ::preadv(fd_, local, n, static_cast<off_t>(offset));
-      if (r < 0) {
-        if (errno == EINTR) continue;
-        return Status::FromErrno(errno, (write ? "pwritev " : "preadv ") + path_);
-      }
-      if (r == 0) {
-        if (write) return Status::IOError("pwritev " + path_ + ": wrote 0 bytes");
-        return Status::Corruption("preadv " + path_ + ": file shorter than expected");
-      }
-      offset += static_cast<uint64_t>(r);
-      size_t left = static_cast<size_t>(r);
-      while (idx < iov_in.size() && left >= iov_in[idx].iov_len - skip) {
-        left -= iov_in[idx].iov_len - skip;
-        skip = 0;
-        ++idx;
-      }
-      skip += left;
-    }
-    return Status::OK();
-  }
-
-  int fd_;
-  std::string path_;
-};
-
-class PosixEnv final : public Env {
- public:
-  Result<std::unique_ptr<File>> Open(const std::string& path, const OpenOptions& o) override {
-    int flags = O_CLOEXEC | (o.write ? O_RDWR : O_RDONLY);
-    if (o.create) flags |= O_CREAT;
-    if (o.exclusive) flags |= O_EXCL;
-    if (o.truncate) flags |= O_TRUNC;
-    if (o.direct) flags |= O_DIRECT;
-    int fd = ::open(path.c_str(), flags, 0644);
-    if (fd < 0) return Status::FromErrno(errno, "open " + path);
-    return std::unique_ptr<File>(new PosixFile(fd, path));
-  }
-
-  Result<FileInfo> Stat(const std::string& path) override {
-    struct stat st;
-    if (::stat(path.c_str(), &st) != 0) return Status::FromErrno(errno, "stat " + path);
-    return ToInfo(st);
-  }
-
-  Status Rename(const std::string& from, const std::string& to) override {
-    if (::rename(from.c_str(), to.c_str()) != 0) {
-      return Status::FromErrno(errno, "rename " + from + " -> " + to);
-    }
-    return Status::OK();
-  }
-
-  Status Unlink(const std::string& path) override {
-    if (::unlink(path.c_str()) != 0) return Status::FromErrno(errno, "unlink " + path);
-    return Status::OK();
-  }
-
-  Status CreateDirs(const std::string& path) override {
-    if (path.empty()) return Status::InvalidArgument("CreateDirs: empty path");
-    for (size_t pos = 1; pos <= path.size(); ++pos) {
-      if (pos != path.size() && path[pos] != '/') continue;
-      std::string prefix = path.substr(0, pos);
-      if (::mkdir(prefix.c_str(), 0755) != 0 && errno != EEXIST) {
-        return Status::FromErrno(errno, "mkdir " + prefix);
-      }
-    }
-    struct stat st;
-    if (::stat(path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
-      return Status::IOError(path + ": not a directory");
-    }
-    return Status::OK();
-  }
-
-  Status SyncDir(const std::string& path) override {
-    int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0) return Status::FromErrno(errno, "open dir " + path);
-    int r = ::fsync(fd);
-    int err = errno;
-    ::close(fd);
-    if (r != 0) return Status::FromErrno(err, "fsync dir " + path);
-    return Status::OK();
-  }
-
-  Status Touch(const std::string& path) override {
-    if (::utimensat(AT_FDCWD, path.c_str(), nullptr, 0) != 0) {
-      return Status::FromErrno(errno, "utimensat " + path);
-    }
-    return Status::OK();
-  }
-
-  Result<std::vector<std::string>> ListDir(const std::string& dir) override {
-    DIR* d = ::opendir(dir.c_str());
-    if (!d) return Status::FromErrno(errno, "opendir " + dir);
-    std::vector<std::string> names;
-    while (struct dirent* e = ::readdir(d)) {
-      std::string n = e->d_name;
-      if (n != "." && n != "..") names.push_back(std::move(n));
-    }
-    ::closedir(d);
-    return names;
-  }
-
-  Status WithFileLock(const std::string& path, const std::function<Status()>& fn) override {
-    int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (fd < 0) return Status::FromErrno(errno, "open lock " + path);
-    while (::flock(fd, LOCK_EX) != 0) {
-      if (errno != EINTR) {
-        int err = errno;
-        ::close(fd);
-        return Status::FromErrno(err, "flock " + path);
-      }
-    }
-    Status s = fn();
-    ::flock(fd, LOCK_UN);
-    ::close(fd);
-    return s;
-  }
-
-  Result<uint64_t> FreeSpace(const std::string& path) override {
-    struct statvfs v;
-    if (::statvfs(path.c_str(), &v) != 0) return Status::FromErrno(errno, "statvfs " + path);
-    return uint64_t{v.f_bavail} * v.f_frsize;
-  }
-};
-
 }  // namespace
+
+PosixFile::~PosixFile() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+Status PosixFile::Sync() {
+  if (::fdatasync(fd_) != 0) return Status::FromErrno(errno, "fdatasync " + path_);
+  return Status::OK();
+}
+
+Result<FileInfo> PosixFile::Stat() {
+  struct stat st;
+  if (::fstat(fd_, &st) != 0) return Status::FromErrno(errno, "fstat " + path_);
+  return ToInfo(st);
+}
+
+Status PosixFile::Close() {
+  int fd = fd_;
+  fd_ = -1;
+  if (fd >= 0 && ::close(fd) != 0) return Status::FromErrno(errno, "close " + path_);
+  return Status::OK();
+}
+
+Status PosixFile::Loop(uint64_t offset, std::span<const iovec> iov_in, bool write) {
+  iovec local[IOV_MAX > 64 ? 64 : IOV_MAX];
+  size_t idx = 0;
+  size_t skip = 0;  // bytes of iov_in[idx] already done
+  while (idx < iov_in.size()) {
+    int n = 0;
+    for (size_t i = idx; i < iov_in.size() && n < static_cast<int>(std::size(local)); ++i, ++n) {
+      local[n] = iov_in[i];
+      if (i == idx) {
+        local[n].iov_base = static_cast<char*>(local[n].iov_base) + skip;
+        local[n].iov_len -= skip;
+      }
+    }
+    ssize_t r = write ? ::pwritev(fd_, local, n, static_cast<off_t>(offset))
+                      : ::preadv(fd_, local, n, static_cast<off_t>(offset));
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      return Status::FromErrno(errno, (write ? "pwritev " : "preadv ") + path_);
+    }
+    if (r == 0) {
+      if (write) return Status::IOError("pwritev " + path_ + ": wrote 0 bytes");
+      return Status::Corruption("preadv " + path_ + ": file shorter than expected");
+    }
+    offset += static_cast<uint64_t>(r);
+    size_t left = static_cast<size_t>(r);
+    while (idx < iov_in.size() && left >= iov_in[idx].iov_len - skip) {
+      left -= iov_in[idx].iov_len - skip;
+      skip = 0;
+      ++idx;
+    }
+    skip += left;
+  }
+  return Status::OK();
+}
+
+int PosixEnv::OpenFd(const std::string& path, const OpenOptions& o) {
+  int flags = O_CLOEXEC | (o.write ? O_RDWR : O_RDONLY);
+  if (o.create) flags |= O_CREAT;
+  if (o.exclusive) flags |= O_EXCL;
+  if (o.truncate) flags |= O_TRUNC;
+  if (o.direct) flags |= O_DIRECT;
+  return ::open(path.c_str(), flags, 0644);
+}
+
+Result<std::unique_ptr<File>> PosixEnv::Open(const std::string& path, const OpenOptions& o) {
+  int fd = OpenFd(path, o);
+  if (fd < 0) return Status::FromErrno(errno, "open " + path);
+  return std::unique_ptr<File>(new PosixFile(fd, path));
+}
+
+Result<FileInfo> PosixEnv::Stat(const std::string& path) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) return Status::FromErrno(errno, "stat " + path);
+  return ToInfo(st);
+}
+
+Status PosixEnv::Rename(const std::string& from, const std::string& to) {
+  if (::rename(from.c_str(), to.c_str()) != 0) {
+    return Status::FromErrno(errno, "rename " + from + " -> " + to);
+  }
+  return Status::OK();
+}
+
+Status PosixEnv::Unlink(const std::string& path) {
+  if (::unlink(path.c_str()) != 0) return Status::FromErrno(errno, "unlink " + path);
+  return Status::OK();
+}
+
+Status PosixEnv::CreateDirs(const std::string& path) {
+  if (path.empty()) return Status::InvalidArgument("CreateDirs: empty path");
+  for (size_t pos = 1; pos <= path.size(); ++pos) {
+    if (pos != path.size() && path[pos] != '/') continue;
+    std::string prefix = path.substr(0, pos);
+    if (::mkdir(prefix.c_str(), 0755) != 0 && errno != EEXIST) {
+      return Status::FromErrno(errno, "mkdir " + prefix);
+    }
+  }
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+    return Status::IOError(path + ": not a directory");
+  }
+  return Status::OK();
+}
+
+Status PosixEnv::SyncDir(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return Status::FromErrno(errno, "open dir " + path);
+  int r = ::fsync(fd);
+  int err = errno;
+  ::close(fd);
+  if (r != 0) return Status::FromErrno(err, "fsync dir " + path);
+  return Status::OK();
+}
+
+Status PosixEnv::Touch(const std::string& path) {
+  if (::utimensat(AT_FDCWD, path.c_str(), nullptr, 0) != 0) {
+    return Status::FromErrno(errno, "utimensat " + path);
+  }
+  return Status::OK();
+}
+
+Result<std::vector<std::string>> PosixEnv::ListDir(const std::string& dir) {
+  DIR* d = ::opendir(dir.c_str());
+  if (!d) return Status::FromErrno(errno, "opendir " + dir);
+  std::vector<std::string> names;
+  while (struct dirent* e = ::readdir(d)) {
+    std::string n = e->d_name;
+    if (n != "." && n != "..") names.push_back(std::move(n));
+  }
+  ::closedir(d);
+  return names;
+}
+
+Status PosixEnv::WithFileLock(const std::string& path, const std::function<Status()>& fn) {
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) return Status::FromErrno(errno, "open lock " + path);
+  while (::flock(fd, LOCK_EX) != 0) {
+    if (errno != EINTR) {
+      int err = errno;
+      ::close(fd);
+      return Status::FromErrno(err, "flock " + path);
+    }
+  }
+  Status s = fn();
+  ::flock(fd, LOCK_UN);
+  ::close(fd);
+  return s;
+}
+
+Result<uint64_t> PosixEnv::FreeSpace(const std::string& path) {
+  struct statvfs v;
+  if (::statvfs(path.c_str(), &v) != 0) return Status::FromErrno(errno, "statvfs " + path);
+  return uint64_t{v.f_bavail} * v.f_frsize;
+}
 
 Env* Env::Default() {
   static PosixEnv* env = new PosixEnv();  // never destroyed: outlives every Store

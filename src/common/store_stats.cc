@@ -12,12 +12,18 @@ namespace {
 using Field = std::pair<const char*, uint64_t>;
 
 std::vector<Field> TierFields(const TierStats& t) {
-  return {{"lookups", t.lookups},         {"hits", t.hits},
-          {"load_blocks", t.load_blocks}, {"load_bytes", t.load_bytes},
-          {"load_ns", t.load_ns},         {"dump_blocks", t.dump_blocks},
-          {"dump_bytes", t.dump_bytes},   {"dump_ns", t.dump_ns},
-          {"evictions", t.evictions},     {"errors", t.errors},
-          {"corrupt", t.corrupt},         {"used_bytes", t.used_bytes},
+  return {{"lookups", t.lookups},
+          {"hits", t.hits},
+          {"load_blocks", t.load_blocks},
+          {"load_bytes", t.load_bytes},
+          {"load_ns", t.load_ns},
+          {"dump_blocks", t.dump_blocks},
+          {"dump_bytes", t.dump_bytes},
+          {"dump_ns", t.dump_ns},
+          {"evictions", t.evictions},
+          {"errors", t.errors},
+          {"corrupt", t.corrupt},
+          {"used_bytes", t.used_bytes},
           {"capacity_bytes", t.capacity_bytes}};
 }
 

@@ -35,7 +35,8 @@ Status VerifyBlockFile(Env* env, const std::string& path, BlockHeader* h) {
   }
   const BlockGeometry g(h->layout);
   if (info->size != g.file_bytes()) {
-    return Status::Corruption(fmt::format("size {} B, layout needs {} B", info->size, g.file_bytes()));
+    return Status::Corruption(
+        fmt::format("size {} B, layout needs {} B", info->size, g.file_bytes()));
   }
   AlignedBuffer shard(g.stride);
   for (uint32_t i = 0; i < h->layout.num_shards; ++i) {
@@ -50,25 +51,26 @@ Status VerifyBlockFile(Env* env, const std::string& path, BlockHeader* h) {
 
 Status VerifyRoots(Env* env, const std::vector<std::string>& roots, bool remove_corrupt,
                    VerifyReport* report) {
-  return WalkRoots(env, roots, [&](const std::string& n, const std::string& path, const FileInfo& info) {
-    if (IsTempFileName(n)) {
-      report->temp_files++;
-      return Status::OK();
-    }
-    if (!IsBlockFileName(n)) return Status::OK();
-    BlockHeader h;
-    Status s = VerifyBlockFile(env, path, &h);
-    if (s.IsNotFound()) return Status::OK();  // evicted while we walked
-    if (s.ok()) {
-      report->verified_blocks++;
-      report->bytes += info.size;
-      return Status::OK();
-    }
-    report->corrupt_blocks++;
-    report->corrupt.push_back(path + ": " + s.ToString());
-    if (remove_corrupt && env->Unlink(path).ok()) report->removed_blocks++;
-    return Status::OK();
-  });
+  return WalkRoots(env, roots,
+                   [&](const std::string& n, const std::string& path, const FileInfo& info) {
+                     if (IsTempFileName(n)) {
+                       report->temp_files++;
+                       return Status::OK();
+                     }
+                     if (!IsBlockFileName(n)) return Status::OK();
+                     BlockHeader h;
+                     Status s = VerifyBlockFile(env, path, &h);
+                     if (s.IsNotFound()) return Status::OK();  // evicted while we walked
+                     if (s.ok()) {
+                       report->verified_blocks++;
+                       report->bytes += info.size;
+                       return Status::OK();
+                     }
+                     report->corrupt_blocks++;
+                     report->corrupt.push_back(path + ": " + s.ToString());
+                     if (remove_corrupt && env->Unlink(path).ok()) report->removed_blocks++;
+                     return Status::OK();
+                   });
 }
 
 }  // namespace kvtier

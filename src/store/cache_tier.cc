@@ -7,14 +7,13 @@
 
 namespace kvtier {
 
-CacheTier::CacheTier(uint64_t capacity_bytes, const BlockGeometry& geometry,
-                     TierCounters* counters)
+CacheTier::CacheTier(uint64_t capacity_bytes, const BlockGeometry& geometry, TierCounters* counters)
     : geo_(geometry), counters_(counters) {
   const uint64_t n = geo_.data_bytes ? capacity_bytes / geo_.data_bytes : 0;
   if (n == 0) {
-    init_status_ = Status::InvalidArgument(fmt::format(
-        "cache_buffer_capacity_gb: {} bytes cannot hold one block of {} bytes", capacity_bytes,
-        geo_.data_bytes));
+    init_status_ = Status::InvalidArgument(
+        fmt::format("cache_buffer_capacity_gb: {} bytes cannot hold one block of {} bytes",
+                    capacity_bytes, geo_.data_bytes));
     return;
   }
   constexpr uint64_t kHugePage = 2ull << 20;
@@ -29,8 +28,9 @@ CacheTier::CacheTier(uint64_t capacity_bytes, const BlockGeometry& geometry,
   }
   mapping_ = p;
   base_ = reinterpret_cast<uint8_t*>(AlignUp(reinterpret_cast<uintptr_t>(p), kHugePage));
-  // Transparent huge pages: a 4 MiB slot faults in as two 2 MiB pages, not 1024.
+  // Transparent huge pages where the system allows them: fewer, larger faults.
   ::madvise(base_, slots_bytes, MADV_HUGEPAGE);
+  committed_ = std::make_unique<std::atomic<bool>[]>(n);
   meta_.resize(n);
   free_.reserve(n);
   for (uint64_t i = n; i > 0; --i) free_.push_back(static_cast<SlotIndex>(i - 1));
@@ -39,6 +39,14 @@ CacheTier::CacheTier(uint64_t capacity_bytes, const BlockGeometry& geometry,
 
 CacheTier::~CacheTier() {
   if (mapping_) ::munmap(mapping_, mapping_bytes_);
+}
+
+void CacheTier::Commit(SlotIndex slot) {
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23  // Linux 5.14; older kernels answer EINVAL and pages fault in
+#endif
+  if (committed_[slot].exchange(true)) return;
+  ::madvise(data(slot), geo_.data_bytes, MADV_POPULATE_WRITE);
 }
 
 void CacheTier::Touch(SlotIndex s) { lru_.splice(lru_.end(), lru_, meta_[s].lru); }
@@ -59,7 +67,7 @@ bool CacheTier::TryAllocate(const BlockId& id, State state, SlotIndex* slot) {
     }
     if (victim == lru_.end()) return false;
     s = *victim;
-    FreeSlot(s, /*release_pages=*/false);
+    FreeSlot(s);
     free_.pop_back();  // FreeSlot pushed it
     counters_->evictions++;
   }
@@ -80,7 +88,7 @@ bool CacheTier::TryAllocate(const BlockId& id, State state, SlotIndex* slot) {
   return true;
 }
 
-void CacheTier::FreeSlot(SlotIndex s, bool release_pages) {
+void CacheTier::FreeSlot(SlotIndex s) {
   Meta& m = meta_[s];
   auto it = index_.find(m.id);
   if (it != index_.end() && it->second == s) index_.erase(it);
@@ -89,7 +97,6 @@ void CacheTier::FreeSlot(SlotIndex s, bool release_pages) {
   m.dirty = false;
   m.have.clear();
   m.checksums.clear();
-  if (release_pages) ::madvise(data(s), geo_.data_bytes, MADV_DONTNEED);
   free_.push_back(s);
   --used_slots_;
   counters_->used_bytes = used_slots_ * geo_.data_bytes;
@@ -112,7 +119,7 @@ CacheTier::ReadState CacheTier::AcquireForRead(const BlockId& id, bool may_alloc
     auto it = index_.find(id);
     if (it == index_.end()) {
       return may_allocate && TryAllocate(id, State::kLoading, slot) ? ReadState::kLoadInto
-                                                    : ReadState::kUnavailable;
+                                                                    : ReadState::kUnavailable;
     }
     Meta& m = meta_[it->second];
     if (m.state == State::kReady) {
@@ -131,8 +138,7 @@ void CacheTier::Unpin(SlotIndex slot) {
   if (--meta_[slot].pins == 0) freed_cv_.notify_all();
 }
 
-Result<CacheTier::FillState> CacheTier::BeginFill(const BlockId& id,
-                                                  std::chrono::milliseconds wait,
+Result<CacheTier::FillState> CacheTier::BeginFill(const BlockId& id, std::chrono::milliseconds wait,
                                                   SlotIndex* slot) {
   std::unique_lock lk(mu_);
   const auto deadline = std::chrono::steady_clock::now() + wait;
@@ -149,8 +155,8 @@ Result<CacheTier::FillState> CacheTier::BeginFill(const BlockId& id,
     if (TryAllocate(id, State::kFilling, slot)) return FillState::kFill;
     // Every slot is pinned or awaiting write-back: wait for one to free up.
     if (freed_cv_.wait_until(lk, deadline) == std::cv_status::timeout) {
-      return Status::Busy(fmt::format(
-          "cache tier full: all {} slots pinned or awaiting write-back", meta_.size()));
+      return Status::Busy(
+          fmt::format("cache tier full: all {} slots pinned or awaiting write-back", meta_.size()));
     }
   }
 }
@@ -172,7 +178,7 @@ void CacheTier::EndLoad(SlotIndex slot, bool ok, std::vector<uint64_t> checksums
   Meta& m = meta_[slot];
   --m.pins;
   if (!ok) {
-    FreeSlot(slot, /*release_pages=*/false);
+    FreeSlot(slot);
     return;
   }
   m.state = State::kReady;
@@ -191,7 +197,7 @@ void CacheTier::EndWriteback(SlotIndex slot, bool ok) {
     auto it = index_.find(m.id);
     if (it != index_.end() && it->second == slot) index_.erase(it);
     if (m.pins == 0) {
-      FreeSlot(slot, false);
+      FreeSlot(slot);
     } else {
       m.state = State::kFilling;  // unreachable via the index; evictable once unpinned
     }
@@ -204,7 +210,7 @@ void CacheTier::DropClean() {
   std::lock_guard lk(mu_);
   for (SlotIndex s = 0; s < meta_.size(); ++s) {
     const Meta& m = meta_[s];
-    if (m.state == State::kReady && !m.dirty && m.pins == 0) FreeSlot(s, /*release_pages=*/true);
+    if (m.state == State::kReady && !m.dirty && m.pins == 0) FreeSlot(s);
   }
 }
 

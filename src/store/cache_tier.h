@@ -1,9 +1,8 @@
 // CacheTier: a DRAM pool of page-aligned block slots with a hash index.
 //
-// Memory is one anonymous MAP_NORESERVE mapping: pages are committed as they
-// are first written, not reserved and zeroed up front, and DropClean returns
-// them to the OS. A slot's data region has the same layout as a block file's
-// data region (BlockGeometry), so a Posix read fills it in one call.
+// Memory is one anonymous MAP_NORESERVE mapping: a slot's pages are committed
+// when the slot is first used, not reserved and zeroed up front. A slot's data region has the same
+// layout as a block file's data region (BlockGeometry), so a Posix read fills it in one call.
 //
 // Slot life cycle:
 //   free -> filling (dump assembling shards; invisible) -> ready
@@ -16,10 +15,12 @@
 // Thread-safe; data copies happen outside the lock on pinned slots.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <list>
+#include <memory>
 #include <mutex>
 #include <unordered_map>
 #include <vector>
@@ -62,8 +63,8 @@ class CacheTier {
   // Prepares to read `id`: kReady pins the ready block; kLoadInto pins a
   // fresh slot the caller must fill from a slower tier and end with EndLoad;
   // kUnavailable means read around the cache (absent and !may_allocate, no
-  // slot free, or the block is still being dumped). Waits while another thread promotes the same block,
-  // so concurrent loads of one block read it from disk once.
+  // slot free, or the block is still being dumped). Waits while another thread promotes the same
+  // block, so concurrent loads of one block read it from disk once.
   ReadState AcquireForRead(const BlockId& id, bool may_allocate, SlotIndex* slot);
   // Ends a promotion: ready (clean) on success, freed on failure. Unpins.
   void EndLoad(SlotIndex slot, bool ok, std::vector<uint64_t> checksums);
@@ -72,9 +73,14 @@ class CacheTier {
   // from DRAM so it is never reported present without a durable copy.
   void EndWriteback(SlotIndex slot, bool ok);
 
+  // Commits a pinned slot's pages in one call the first time it is used:
+  // much cheaper than a page fault per 4 KiB. Later uses find them committed.
+  void Commit(SlotIndex slot);
+
   const std::vector<uint64_t>& checksums(SlotIndex slot) const { return meta_[slot].checksums; }
 
-  // Frees every ready, clean, unpinned slot and returns its pages to the OS.
+  // Frees every ready, clean, unpinned slot. Its memory stays committed for
+  // reuse: once the cache has grown it keeps its pages, like any allocator.
   void DropClean();
 
  private:
@@ -92,22 +98,23 @@ class CacheTier {
 
   // Both require mu_ held.
   bool TryAllocate(const BlockId& id, State state, SlotIndex* slot);
-  void FreeSlot(SlotIndex s, bool release_pages);
+  void FreeSlot(SlotIndex s);
   void Touch(SlotIndex s);
 
   const BlockGeometry geo_;
   TierCounters* const counters_;
   Status init_status_;
-  uint8_t* base_ = nullptr;        // first slot, 2 MiB aligned
-  void* mapping_ = nullptr;        // what munmap takes
+  uint8_t* base_ = nullptr;  // first slot, 2 MiB aligned
+  void* mapping_ = nullptr;  // what munmap takes
   uint64_t mapping_bytes_ = 0;
 
   std::mutex mu_;
   std::condition_variable freed_cv_;
   std::vector<Meta> meta_;
   std::vector<SlotIndex> free_;
-  std::list<SlotIndex> lru_;      // in-use slots, least recently used first
+  std::list<SlotIndex> lru_;  // in-use slots, least recently used first
   std::unordered_map<BlockId, SlotIndex> index_;
+  std::unique_ptr<std::atomic<bool>[]> committed_;  // per slot
   uint64_t used_slots_ = 0;
 };
 

@@ -204,14 +204,22 @@ Status PosixTier::ReadBlock(const BlockId& id, uint8_t* data, std::vector<uint64
     if (!file.status().IsNotFound()) counters_->errors++;
     return file.status();
   }
-  AlignedBuffer hbuf(geo_.header_bytes);
-  iovec iov[2] = {{hbuf.data(), geo_.header_bytes}, {data, geo_.data_bytes}};
-  Status s = (*file)->ReadV(0, iov);
   BlockHeader h;
-  if (s.ok()) s = ParseHeader(hbuf.data(), geo_.header_bytes, &h);
-  if (s.ok()) s = CheckHeader(h, geo_, id);
+  Status s = ReadHeader(file->get(), id, &h);
+  // Read in chunks and hash each while it is still in cache: the kernel's
+  // copy and the verification share one pass over memory.
+  constexpr uint64_t kChunk = 256 << 10;
   for (uint32_t i = 0; s.ok() && i < geo_.layout.num_shards; ++i) {
-    if (Checksum(data + geo_.shard_offset(i), geo_.layout.shard_bytes) != h.checksums[i]) {
+    StreamingChecksum sum;
+    for (uint64_t done = 0; s.ok() && done < geo_.layout.shard_bytes; done += kChunk) {
+      const uint64_t want = std::min(kChunk, geo_.layout.shard_bytes - done);
+      const uint64_t io_len = config_.io_direct ? AlignUp(want, kDirectIoAlign) : want;
+      uint8_t* at = data + geo_.shard_offset(i) + done;
+      iovec v{at, io_len};
+      s = (*file)->ReadV(geo_.header_bytes + geo_.shard_offset(i) + done, {&v, 1});
+      sum.Update(at, want);
+    }
+    if (s.ok() && sum.Digest() != h.checksums[i]) {
       s = Status::Corruption(fmt::format("block {}: shard {} checksum mismatch", id.ToHex(), i));
     }
   }
@@ -405,23 +413,24 @@ Status PosixTier::Scan(bool enforce_capacity, ScanReport* report) {
   auto pass = [&]() -> Status {
     std::vector<Entry> blocks;
     *report = ScanReport{};
-    KVTIER_RETURN_IF_ERROR(WalkRoots(
-        env_, config_.storage_backends,
-        [&](const std::string& n, const std::string& path, const FileInfo& info) {
-          if (IsTempFileName(n)) {
-            if (IsStaleTemp(n, info.mtime_ns) && env_->Unlink(path).ok()) {
-              report->temp_files_removed++;
-            }
-          } else if (IsBlockFileName(n)) {
-            blocks.push_back({info.mtime_ns, info.size, path});
-            report->blocks++;
-            report->bytes += info.size;
-          }
-          return Status::OK();
-        }));
+    KVTIER_RETURN_IF_ERROR(
+        WalkRoots(env_, config_.storage_backends,
+                  [&](const std::string& n, const std::string& path, const FileInfo& info) {
+                    if (IsTempFileName(n)) {
+                      if (IsStaleTemp(n, info.mtime_ns) && env_->Unlink(path).ok()) {
+                        report->temp_files_removed++;
+                      }
+                    } else if (IsBlockFileName(n)) {
+                      blocks.push_back({info.mtime_ns, info.size, path});
+                      report->blocks++;
+                      report->bytes += info.size;
+                    }
+                    return Status::OK();
+                  }));
     const uint64_t cap = config_.posix_capacity_bytes;
     if (enforce_capacity && cap > 0 && report->bytes > cap) {
-      const auto target = static_cast<uint64_t>(static_cast<double>(cap) * config_.posix_low_watermark);
+      const auto target =
+          static_cast<uint64_t>(static_cast<double>(cap) * config_.posix_low_watermark);
       std::sort(blocks.begin(), blocks.end(),
                 [](const Entry& a, const Entry& b) { return a.mtime_ns < b.mtime_ns; });
       for (const Entry& e : blocks) {

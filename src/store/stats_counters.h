@@ -11,8 +11,8 @@ namespace kvtier {
 
 struct TierCounters {
   std::atomic<uint64_t> lookups{0}, hits{0}, load_blocks{0}, load_bytes{0}, load_ns{0},
-      dump_blocks{0}, dump_bytes{0}, dump_ns{0}, evictions{0}, errors{0}, corrupt{0},
-      used_bytes{0}, capacity_bytes{0};
+      dump_blocks{0}, dump_bytes{0}, dump_ns{0}, evictions{0}, errors{0}, corrupt{0}, used_bytes{0},
+      capacity_bytes{0};
 
   TierStats Snapshot() const {
     TierStats t;

@@ -27,7 +27,10 @@ std::vector<iovec> ToIovecs(const ShardIo& s) {
 }  // namespace
 
 StoreCore::StoreCore(const StoreConfig& cfg, const BlockLayout& layout, Env* e)
-    : config(cfg), geo(layout), env(e), lookup_only(layout.num_shards == 0 || layout.shard_bytes == 0) {}
+    : config(cfg),
+      geo(layout),
+      env(e),
+      lookup_only(layout.num_shards == 0 || layout.shard_bytes == 0) {}
 
 Status StoreCore::Open() {
   KVTIER_RETURN_IF_ERROR(config.Validate());
@@ -49,7 +52,8 @@ Status StoreCore::Open() {
 
 Result<std::vector<std::vector<ShardIo>>> StoreCore::Validate(std::vector<ShardIo> shards) const {
   if (lookup_only) {
-    return Status::InvalidArgument("store opened lookup-only (no block layout): cannot load or dump");
+    return Status::InvalidArgument(
+        "store opened lookup-only (no block layout): cannot load or dump");
   }
   std::vector<std::vector<ShardIo>> groups;
   std::unordered_map<BlockId, size_t> group_of;
@@ -66,8 +70,9 @@ Result<std::vector<std::vector<ShardIo>>> StoreCore::Validate(std::vector<ShardI
       len += seg.len;
     }
     if (len != geo.layout.shard_bytes) {
-      return Status::InvalidArgument(fmt::format("block {} shard {}: segments total {} B, shard is {} B",
-                                                 s.block.ToHex(), s.shard, len, geo.layout.shard_bytes));
+      return Status::InvalidArgument(
+          fmt::format("block {} shard {}: segments total {} B, shard is {} B", s.block.ToHex(),
+                      s.shard, len, geo.layout.shard_bytes));
     }
     auto [it, inserted] = group_of.try_emplace(s.block, groups.size());
     if (inserted) groups.emplace_back();
@@ -79,13 +84,13 @@ Result<std::vector<std::vector<ShardIo>>> StoreCore::Validate(std::vector<ShardI
 TaskId StoreCore::Submit(std::vector<std::vector<ShardIo>> groups, bool load) {
   (load ? stats.load_tasks : stats.dump_tasks)++;
   const TaskId task = tasks.Create(groups.size());
-  for (auto& g : groups) {
+  for (size_t part = 0; part < groups.size(); ++part) {
     auto self = shared_from_this();
-    fg_pool_->Submit([self, task, load, g = std::move(g)](bool cancelled) {
+    fg_pool_->Submit([self, task, part, load, g = std::move(groups[part])](bool cancelled) {
       const BlockId& id = g.front().block;
       Status s = cancelled ? Status::Aborted("store shutting down")
                            : (load ? self->LoadBlock(g) : self->DumpBlock(g));
-      self->tasks.EndPart(task, s.ok() ? nullptr : &id, s);
+      self->tasks.EndPart(task, part, s.ok() ? nullptr : &id, s);
     });
   }
   return task;
@@ -106,7 +111,8 @@ Status StoreCore::LoadBlock(const std::vector<ShardIo>& shards) {
   const uint64_t t0 = NowNs();
   const uint64_t bytes = shards.size() * geo.layout.shard_bytes;
   CacheTier::SlotIndex slot;
-  const auto state = cache ? cache->AcquireForRead(id, /*may_allocate=*/posix != nullptr, &slot) : CacheTier::ReadState::kUnavailable;
+  const auto state = cache ? cache->AcquireForRead(id, /*may_allocate=*/posix != nullptr, &slot)
+                           : CacheTier::ReadState::kUnavailable;
   if (state == CacheTier::ReadState::kReady) {
     CopyOut(slot, shards);
     cache->Unpin(slot);
@@ -117,6 +123,7 @@ Status StoreCore::LoadBlock(const std::vector<ShardIo>& shards) {
   }
   if (!posix) return Status::NotFound("block " + id.ToHex() + ": not in the store");
   if (state == CacheTier::ReadState::kLoadInto) {
+    cache->Commit(slot);
     std::vector<uint64_t> sums;
     Status s = posix->ReadBlock(id, cache->data(slot), &sums);
     if (s.ok()) CopyOut(slot, shards);
@@ -143,17 +150,13 @@ Status StoreCore::DumpBlock(const std::vector<ShardIo>& shards) {
   auto state = cache->BeginFill(id, kFillWait, &slot);
   if (!state.ok()) return state.status();
   if (*state == CacheTier::FillState::kAlreadyPresent) return Status::OK();
+  cache->Commit(slot);
   bool completed = false;
   for (const ShardIo& s : shards) {
-    uint8_t* dst = cache->data(slot) + geo.shard_offset(s.shard);
-    uint8_t* p = dst;
-    for (const Segment& seg : s.segments) {
-      std::memcpy(p, seg.addr, seg.len);
-      p += seg.len;
-    }
-    // Checksum the DRAM copy: what is verified later is exactly what was stored.
-    completed |= cache->FinishShard(slot, s.shard, Checksum(dst, geo.layout.shard_bytes),
-                                    /*dirty=*/posix != nullptr);
+    // Checksum the DRAM copy as it is made: what is verified later is exactly what was stored.
+    const uint64_t sum =
+        CopyAndChecksum(ToIovecs(s), cache->data(slot) + geo.shard_offset(s.shard));
+    completed |= cache->FinishShard(slot, s.shard, sum, /*dirty=*/posix != nullptr);
   }
   stats.cache.dump_bytes += shards.size() * geo.layout.shard_bytes;
   stats.cache.dump_ns += NowNs() - t0;

@@ -15,16 +15,14 @@ TaskId TaskTable::Create(size_t parts) {
   return id;
 }
 
-void TaskTable::EndPart(TaskId task, const BlockId* failed, const Status& why) {
+void TaskTable::EndPart(TaskId task, size_t part, const BlockId* failed, const Status& why) {
   std::lock_guard lk(mu_);
   auto it = tasks_.find(task);
   if (it == tasks_.end()) return;
   Task& t = it->second;
   if (failed) {
-    if (std::find(t.failed.begin(), t.failed.end(), *failed) == t.failed.end()) {
-      t.failed.push_back(*failed);
-      stats_->failed_blocks++;
-    }
+    t.failed.emplace_back(part, *failed);
+    stats_->failed_blocks++;
     if (t.first_error.ok()) t.first_error = why;
   }
   if (--t.remaining == 0) {
@@ -36,11 +34,14 @@ void TaskTable::EndPart(TaskId task, const BlockId* failed, const Status& why) {
 void TaskTable::Take(std::unordered_map<TaskId, Task>::iterator it, TaskResult* result) {
   Task& t = it->second;
   if (result) {
-    result->failed_blocks = std::move(t.failed);
-    result->status = result->failed_blocks.empty()
-                         ? Status::OK()
-                         : Status(t.first_error.ok() ? Status::IOError("block failed")
-                                                     : t.first_error);
+    std::sort(t.failed.begin(), t.failed.end(),
+              [](const auto& a, const auto& b) { return a.first < b.first; });
+    result->failed_blocks.clear();
+    for (const auto& [part, id] : t.failed) result->failed_blocks.push_back(id);
+    result->status =
+        result->failed_blocks.empty()
+            ? Status::OK()
+            : Status(t.first_error.ok() ? Status::IOError("block failed") : t.first_error);
   }
   tasks_.erase(it);
 }
@@ -66,7 +67,8 @@ Status TaskTable::Wait(TaskId task, std::chrono::milliseconds timeout, TaskResul
 Status TaskTable::Check(TaskId task, bool* done, TaskResult* result) {
   std::lock_guard lk(mu_);
   auto it = tasks_.find(task);
-  if (it == tasks_.end()) return Status::NotFound(fmt::format("task {}: unknown or already taken", task));
+  if (it == tasks_.end())
+    return Status::NotFound(fmt::format("task {}: unknown or already taken", task));
   *done = it->second.remaining == 0;
   if (*done) Take(it, result);
   return Status::OK();

@@ -21,8 +21,9 @@ class TaskTable {
   explicit TaskTable(StatsCounters* stats) : stats_(stats) {}
 
   TaskId Create(size_t parts);
-  // Ends one part of `task`; `failed` lists that part's failed block (if any).
-  void EndPart(TaskId task, const BlockId* failed, const Status& why);
+  // Ends part number `part` of `task`; `failed` names that part's block if it
+  // failed. Failures are reported in part order, whatever order parts end in.
+  void EndPart(TaskId task, size_t part, const BlockId* failed, const Status& why);
 
   Status Wait(TaskId task, std::chrono::milliseconds timeout, TaskResult* result);
   Status Check(TaskId task, bool* done, TaskResult* result);
@@ -30,7 +31,7 @@ class TaskTable {
  private:
   struct Task {
     size_t remaining = 0;
-    std::vector<BlockId> failed;
+    std::vector<std::pair<size_t, BlockId>> failed;  // (part, block)
     Status first_error;
     uint64_t start_ns = 0;
   };

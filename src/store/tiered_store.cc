@@ -6,7 +6,14 @@ namespace kvtier {
 
 Result<std::unique_ptr<Store>> Store::Open(const StoreConfig& config, const BlockLayout& layout,
                                            Env* env) {
-  auto core = std::make_shared<StoreCore>(config, layout, env ? env : Env::Default());
+  if (!env) {
+    env = config.io_engine == IoEngine::kPsync ? Env::Default() : Env::Uring();
+    if (!env && config.io_engine == IoEngine::kUring) {
+      return Status::Unavailable("io_engine: uring requested but the kernel refuses io_uring");
+    }
+    if (!env) env = Env::Default();  // auto: fall back to preadv/pwritev
+  }
+  auto core = std::make_shared<StoreCore>(config, layout, env);
   Status s = core->Open();
   if (!s.ok()) {
     core->Shutdown();

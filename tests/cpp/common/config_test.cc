@@ -43,6 +43,7 @@ TEST(Config, OwnKeysAndSeveralRoots) {
       io_fsync: yes
       io_threads: 4
       posix_low_watermark: 0.8
+      io_engine: psync
 )"));
   ASSERT_TRUE(c.ok()) << c.status().ToString();
   EXPECT_EQ(c->storage_backends, (std::vector<std::string>{"/a", "/b"}));
@@ -51,6 +52,7 @@ TEST(Config, OwnKeysAndSeveralRoots) {
   EXPECT_TRUE(c->io_fsync);
   EXPECT_EQ(c->io_threads, 4);
   EXPECT_DOUBLE_EQ(c->posix_low_watermark, 0.8);
+  EXPECT_EQ(c->io_engine, IoEngine::kPsync);
   EXPECT_FALSE(c->use_layerwise);
 }
 
@@ -88,37 +90,40 @@ TEST_P(BadConfig, RejectedWithMessageNamingTheKey) {
 
 INSTANTIATE_TEST_SUITE_P(
     Cases, BadConfig,
-    ::testing::Values(
-        Bad{WithStoreKeys("      io_thread: 4\n"), "io_thread"},
-        Bad{WithStoreKeys("      io_threads: 0\n"), "io_threads"},
-        Bad{WithStoreKeys("      io_threads: many\n"), "io_threads"},
-        Bad{WithStoreKeys("      io_direct: maybe\n"), "io_direct"},
-        Bad{WithStoreKeys("      cache_buffer_capacity_gb: -1\n"), "cache_buffer_capacity_gb"},
-        Bad{WithStoreKeys("      posix_low_watermark: 2\n"), "posix_low_watermark"},
-        Bad{WithStoreKeys("") + "use_layerwise: 3\n", "use_layerwise"},
-        Bad{WithStoreKeys("") + "extra_top: 1\n", "extra_top"},
-        Bad{R"(ucm_connectors:
+    ::testing::Values(Bad{WithStoreKeys("      io_thread: 4\n"), "io_thread"},
+                      Bad{WithStoreKeys("      io_threads: 0\n"), "io_threads"},
+                      Bad{WithStoreKeys("      io_threads: many\n"), "io_threads"},
+                      Bad{WithStoreKeys("      io_direct: maybe\n"), "io_direct"},
+                      Bad{WithStoreKeys("      io_engine: aio\n"), "io_engine"},
+                      Bad{WithStoreKeys("      cache_buffer_capacity_gb: -1\n"),
+                          "cache_buffer_capacity_gb"},
+                      Bad{WithStoreKeys("      posix_low_watermark: 2\n"), "posix_low_watermark"},
+                      Bad{WithStoreKeys("") + "use_layerwise: 3\n", "use_layerwise"},
+                      Bad{WithStoreKeys("") + "extra_top: 1\n", "extra_top"},
+                      Bad{R"(ucm_connectors:
   - ucm_connector_name: UcmPipelineStore
     ucm_connector_config: {store_pipeline: "Posix|Cache", storage_backends: /x}
 )",
-            "store_pipeline"},
-        Bad{R"(ucm_connectors:
+                          "store_pipeline"},
+                      Bad{R"(ucm_connectors:
   - ucm_connector_name: UcmPipelineStore
     ucm_connector_config: {store_pipeline: Posix}
 )",
-            "storage_backends"},
-        Bad{R"(ucm_connectors:
+                          "storage_backends"},
+                      Bad{R"(ucm_connectors:
   - ucm_connector_name: UcmPipelineStore
     ucm_connector_config: {store_pipeline: Posix, storage_backends: "/a::/b"}
 )",
-            "storage_backends"},
-        Bad{R"(ucm_connectors:
+                          "storage_backends"},
+                      Bad{R"(ucm_connectors:
   - ucm_connector_name: UcmNfsStore
     ucm_connector_config: {}
 )",
-            "ucm_connector_name"},
-        Bad{"ucm_connectors: []\n", "ucm_connectors"}, Bad{"enable_event_sync: true\n", "ucm_connectors"},
-        Bad{"- just\n- a list\n", "mapping"}, Bad{"ucm_connectors: [unclosed\n", "invalid YAML"}));
+                          "ucm_connector_name"},
+                      Bad{"ucm_connectors: []\n", "ucm_connectors"},
+                      Bad{"enable_event_sync: true\n", "ucm_connectors"},
+                      Bad{"- just\n- a list\n", "mapping"},
+                      Bad{"ucm_connectors: [unclosed\n", "invalid YAML"}));
 
 TEST(Config, MissingFileIsNotFound) {
   auto c = LoadConfigFile("/nonexistent/kvtier.yaml");

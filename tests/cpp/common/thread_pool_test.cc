@@ -15,7 +15,8 @@ TEST(ThreadPool, RunsEveryJob) {
     ThreadPool pool(2, "t");
     for (int i = 0; i < 100; ++i) pool.Submit([&](bool cancelled) { ran += cancelled ? 0 : 1; });
     // Shutdown cancels what is still queued, so wait for the queue to drain first.
-    for (int i = 0; i < 10000 && ran < 100; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    for (int i = 0; i < 10000 && ran < 100; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
     pool.Shutdown(std::chrono::seconds(10));
   }
   EXPECT_EQ(ran.load(), 100);

@@ -41,7 +41,8 @@ void ExpectNoPartialBlocks(const std::string& root, const BlockLayout& layout,
   std::vector<bool> ok;
   LoadAndCheck(store->get(), ids, &ok);
   for (size_t i = 0; i < ids.size(); ++i) {
-    EXPECT_EQ(ok[i], present[i]) << "block " << i << (present[i] ? " present but bad" : " served though absent");
+    EXPECT_EQ(ok[i], present[i]) << "block " << i
+                                 << (present[i] ? " present but bad" : " served though absent");
   }
 }
 

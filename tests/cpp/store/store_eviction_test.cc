@@ -1,6 +1,6 @@
 // Capacity limits: LRU eviction in the DRAM tier and in the shared Posix tier.
-#include <gtest/gtest.h>
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <sys/stat.h>
 
 #include <filesystem>

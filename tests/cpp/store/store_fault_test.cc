@@ -172,7 +172,8 @@ TEST_P(Corruption, FlippedByteIsDetectedServedAsMissAndRemoved) {
 }
 
 // A byte in the header's key, a shard checksum, shard 0's data and shard 1's data.
-INSTANTIATE_TEST_SUITE_P(Offsets, Corruption, ::testing::Values(20, 66, 4096 + 17, 4096 + 8192 + 4999));
+INSTANTIATE_TEST_SUITE_P(Offsets, Corruption,
+                         ::testing::Values(20, 66, 4096 + 17, 4096 + 8192 + 4999));
 
 TEST(Faults, TruncatedFileIsCorrupt) {
   TempDir dir;

@@ -39,11 +39,12 @@ int RunReader(const std::string& root, const BlockLayout& layout, const std::vec
     std::vector<bool> ok;
     TaskResult r = LoadAndCheck(store->get(), ids, &ok);
     for (size_t i = 0; i < ids.size(); ++i) {
-      const bool failed =
-          std::find(r.failed_blocks.begin(), r.failed_blocks.end(), ids[i]) != r.failed_blocks.end();
+      const bool failed = std::find(r.failed_blocks.begin(), r.failed_blocks.end(), ids[i]) !=
+                          r.failed_blocks.end();
       if (!failed && !ok[i]) return kBadBlock;  // served, but not the bytes written
     }
-    if (r.failed_blocks.empty() && std::count(present.begin(), present.end(), true) == static_cast<long>(ids.size())) {
+    if (r.failed_blocks.empty() &&
+        std::count(present.begin(), present.end(), true) == static_cast<long>(ids.size())) {
       ++full_hits;
     }
   }
@@ -61,7 +62,8 @@ TEST_P(MultiProcess, ConcurrentWritersAndReadersOnOneRoot) {
     pid_t pid = ::fork();
     ASSERT_GE(pid, 0);
     if (pid == 0) {
-      ::_exit(i < 3 ? RunWriter(dir.path(), GetParam(), layout, ids) : RunReader(dir.path(), layout, ids));
+      ::_exit(i < 3 ? RunWriter(dir.path(), GetParam(), layout, ids)
+                    : RunReader(dir.path(), layout, ids));
     }
     pids.push_back(pid);
   }
@@ -80,7 +82,9 @@ TEST_P(MultiProcess, ConcurrentWritersAndReadersOnOneRoot) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Pipelines, MultiProcess, ::testing::Values("Posix", "Cache|Posix"),
-                         [](const auto& p) { return p.param == "Posix" ? "Posix" : "Cache_Posix"; });
+                         [](const auto& p) {
+                           return p.param == "Posix" ? "Posix" : "Cache_Posix";
+                         });
 
 }  // namespace
 }  // namespace kvtier

@@ -28,7 +28,8 @@ class RoundTrip : public ::testing::TestWithParam<Case> {};
 TEST_P(RoundTrip, DumpThenLoadReturnsSameBytes) {
   TempDir dir;
   const Case c = GetParam();
-  auto store = Store::Open(MakeConfig(c.pipeline, dir.path()), BlockLayout{c.shards, c.shard_bytes});
+  auto store =
+      Store::Open(MakeConfig(c.pipeline, dir.path()), BlockLayout{c.shards, c.shard_bytes});
   ASSERT_TRUE(store.ok()) << store.status().ToString();
   Store* s = store->get();
   const auto ids = MakeIds(6);
@@ -46,7 +47,8 @@ TEST_P(RoundTrip, DumpThenLoadReturnsSameBytes) {
   if (c.pipeline != "Cache") {
     // Cold: a second store on the same root sees (and verifies) every block.
     store->reset();
-    auto again = Store::Open(MakeConfig(c.pipeline, dir.path()), BlockLayout{c.shards, c.shard_bytes});
+    auto again =
+        Store::Open(MakeConfig(c.pipeline, dir.path()), BlockLayout{c.shards, c.shard_bytes});
     ASSERT_TRUE(again.ok());
     EXPECT_EQ((*again)->LookupPrefix(ids), ids.size());
     l = LoadAndCheck(again->get(), ids, &ok);
@@ -55,16 +57,16 @@ TEST_P(RoundTrip, DumpThenLoadReturnsSameBytes) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Pipelines, RoundTrip,
-    ::testing::Values(Case{"Cache|Posix", 1, 64 << 10}, Case{"Cache|Posix", 8, 10000},
-                      Case{"Posix", 1, 64 << 10}, Case{"Posix", 8, 10000},
-                      Case{"Cache", 1, 64 << 10}, Case{"Cache", 8, 10000}),
-    [](const auto& p) {
-      std::string name = p.param.pipeline;
-      std::replace(name.begin(), name.end(), '|', '_');
-      return name + "_" + std::to_string(p.param.shards) + "shards";
-    });
+INSTANTIATE_TEST_SUITE_P(Pipelines, RoundTrip,
+                         ::testing::Values(Case{"Cache|Posix", 1, 64 << 10},
+                                           Case{"Cache|Posix", 8, 10000},
+                                           Case{"Posix", 1, 64 << 10}, Case{"Posix", 8, 10000},
+                                           Case{"Cache", 1, 64 << 10}, Case{"Cache", 8, 10000}),
+                         [](const auto& p) {
+                           std::string name = p.param.pipeline;
+                           std::replace(name.begin(), name.end(), '|', '_');
+                           return name + "_" + std::to_string(p.param.shards) + "shards";
+                         });
 
 class Layerwise : public ::testing::TestWithParam<std::string> {};
 
@@ -148,8 +150,10 @@ TEST(Tasks, WaitCheckAndBadRequests) {
   std::vector<uint8_t> buf(4096);
   const auto ids = MakeIds(1);
   // Out-of-range shard, wrong length, null address: rejected up front.
-  EXPECT_TRUE(s->Dump({ShardIo{ids[0], 2, {Segment{buf.data(), 4096}}}}).status().IsInvalidArgument());
-  EXPECT_TRUE(s->Dump({ShardIo{ids[0], 0, {Segment{buf.data(), 4095}}}}).status().IsInvalidArgument());
+  EXPECT_TRUE(
+      s->Dump({ShardIo{ids[0], 2, {Segment{buf.data(), 4096}}}}).status().IsInvalidArgument());
+  EXPECT_TRUE(
+      s->Dump({ShardIo{ids[0], 0, {Segment{buf.data(), 4095}}}}).status().IsInvalidArgument());
   EXPECT_TRUE(s->Load({ShardIo{ids[0], 0, {Segment{nullptr, 4096}}}}).status().IsInvalidArgument());
 
   auto t = s->Dump({ShardIo{ids[0], 0, {Segment{buf.data(), 4096}}}});
@@ -185,7 +189,8 @@ TEST(LookupOnly, StoreWithoutLayoutSeesPublishedBlocks) {
   ASSERT_TRUE(scheduler.ok()) << scheduler.status().ToString();
   EXPECT_EQ((*scheduler)->LookupPrefix(ids), 2u);
   std::vector<uint8_t> buf(4096);
-  EXPECT_TRUE((*scheduler)->Load({ShardIo{ids[0], 0, {Segment{buf.data(), 4096}}}})
+  EXPECT_TRUE((*scheduler)
+                  ->Load({ShardIo{ids[0], 0, {Segment{buf.data(), 4096}}}})
                   .status()
                   .IsInvalidArgument());
 }
@@ -211,6 +216,54 @@ TEST(Stats, CountHitsBytesAndRenderJsonAndPrometheus) {
   EXPECT_NE(st.ToJson().find("\"posix\""), std::string::npos);
   EXPECT_NE(st.ToPrometheus().find("kvtier_store_tier_dump_blocks{tier=\"posix\"} 3"),
             std::string::npos);
+}
+
+}  // namespace
+}  // namespace kvtier
+
+namespace kvtier {
+namespace {
+
+// Every io engine and O_DIRECT setting reads what any other wrote.
+TEST(IoEngines, WriteWithOneReadWithAnother) {
+  struct Mode {
+    IoEngine engine;
+    bool direct;
+  };
+  const std::vector<Mode> modes{{IoEngine::kPsync, false},
+                                {IoEngine::kUring, false},
+                                {IoEngine::kPsync, true},
+                                {IoEngine::kUring, true}};
+  if (Env::Uring() == nullptr) GTEST_SKIP() << "kernel refuses io_uring";
+  const BlockLayout layout{3, 10000};  // not a multiple of 4096: exercises padding
+  for (const Mode& w : modes) {
+    for (const Mode& r : modes) {
+      for (const std::string pipeline : {"Posix", "Cache|Posix"}) {
+        testing::TempDir dir;
+        const auto ids = testing::MakeIds(3);
+        StoreConfig wc = testing::MakeConfig(pipeline, dir.path());
+        wc.io_engine = w.engine;
+        wc.io_direct = w.direct;
+        {
+          auto s = Store::Open(wc, layout);
+          ASSERT_TRUE(s.ok()) << s.status().ToString();
+          ASSERT_TRUE(testing::DumpShards(s->get(), ids, {0, 1, 2}).status.ok());
+          ASSERT_TRUE((*s)->Flush(std::chrono::seconds(10)).ok());
+        }
+        StoreConfig rc = testing::MakeConfig(pipeline, dir.path());
+        rc.io_engine = r.engine;
+        rc.io_direct = r.direct;
+        auto s = Store::Open(rc, layout);
+        ASSERT_TRUE(s.ok());
+        std::vector<bool> ok;
+        TaskResult res = testing::LoadAndCheck(s->get(), ids, &ok);
+        EXPECT_TRUE(res.status.ok()) << res.status.ToString();
+        EXPECT_EQ(ok, std::vector<bool>(3, true))
+            << pipeline << " write " << int(w.engine) << "/" << w.direct << " read "
+            << int(r.engine) << "/" << r.direct;
+      }
+    }
+  }
 }
 
 }  // namespace

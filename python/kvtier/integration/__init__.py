@@ -1,0 +1,1 @@
+"""Integrations of the kvtier store with serving engines."""

@@ -1,0 +1,410 @@
+// kvtier._kvtier: Python bindings of the public libkvtier API (kvtier/*.h).
+//
+// Conventions of the Python side:
+//  * A BlockId is a 16-byte `bytes` object (hashable, compact, picklable).
+//  * Memory is passed as raw addresses (ints, e.g. tensor.data_ptr() + offset)
+//    and lengths: Python never touches KV bytes, the store copies them.
+//  * A failed Status raises KvtierError("<Code>: <message>"); a timed-out
+//    wait raises TimeoutError. Per-block failures of a task are not errors:
+//    they come back in TaskResult.failed_blocks.
+//  * Every call that may block (file I/O, waiting) releases the GIL.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <optional>
+#include <string>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include "kvtier/block_id.h"
+#include "kvtier/config.h"
+#include "kvtier/hash.h"
+#include "kvtier/status.h"
+#include "kvtier/store.h"
+#include "kvtier/store_stats.h"
+
+namespace py = pybind11;
+
+namespace kvtier {
+namespace {
+
+// Set in PYBIND11_MODULE; raised for every non-OK Status.
+PyObject* g_error = nullptr;
+
+[[noreturn]] void Raise(const Status& s) {
+  PyErr_SetString(g_error, s.ToString().c_str());
+  throw py::error_already_set();
+}
+
+void ThrowIfError(const Status& s) {
+  if (s.ok()) return;
+  if (s.IsTimedOut()) {
+    PyErr_SetString(PyExc_TimeoutError, s.ToString().c_str());
+    throw py::error_already_set();
+  }
+  Raise(s);
+}
+
+template <typename T>
+T Unwrap(Result<T> r) {
+  ThrowIfError(r.status());
+  return std::move(r).value();
+}
+
+BlockId ToBlockId(const py::bytes& b) {
+  std::string_view v = b;
+  if (v.size() != sizeof(BlockId::bytes)) {
+    throw py::value_error("a block id is 16 bytes, got " + std::to_string(v.size()));
+  }
+  BlockId id;
+  std::memcpy(id.bytes.data(), v.data(), v.size());
+  return id;
+}
+
+py::bytes FromBlockId(const BlockId& id) {
+  return py::bytes(reinterpret_cast<const char*>(id.bytes.data()), id.bytes.size());
+}
+
+std::vector<BlockId> ToBlockIds(const std::vector<py::bytes>& ids) {
+  std::vector<BlockId> out;
+  out.reserve(ids.size());
+  for (const auto& b : ids) out.push_back(ToBlockId(b));
+  return out;
+}
+
+py::list FromBlockIds(const std::vector<BlockId>& ids) {
+  py::list out(ids.size());
+  for (size_t i = 0; i < ids.size(); ++i) out[i] = FromBlockId(ids[i]);
+  return out;
+}
+
+// Seconds (None = wait forever) to the milliseconds the C++ API takes.
+std::chrono::milliseconds ToTimeout(const std::optional<double>& seconds) {
+  if (!seconds) return std::chrono::milliseconds(std::numeric_limits<int32_t>::max());
+  if (*seconds < 0 || std::isnan(*seconds)) throw py::value_error("timeout must be >= 0");
+  return std::chrono::milliseconds(static_cast<int64_t>(std::ceil(*seconds * 1000.0)));
+}
+
+// The Python view of a finished task.
+struct PyTaskResult {
+  bool ok = true;
+  std::string code = "OK";
+  std::string message;
+  std::vector<BlockId> failed_blocks;
+};
+
+PyTaskResult ToPy(const TaskResult& r) {
+  PyTaskResult p;
+  p.ok = r.status.ok();
+  p.code = Status::CodeName(r.status.code());
+  p.message = r.status.message();
+  p.failed_blocks = r.failed_blocks;
+  return p;
+}
+
+// (block_id, shard, [(addr, len), ...]) tuples -> ShardIo.
+using PySegment = std::pair<uintptr_t, size_t>;
+using PyShard = std::tuple<py::bytes, uint32_t, std::vector<PySegment>>;
+
+std::vector<ShardIo> ToShards(const std::vector<PyShard>& shards) {
+  std::vector<ShardIo> out;
+  out.reserve(shards.size());
+  for (const auto& [id, shard, segs] : shards) {
+    ShardIo io{ToBlockId(id), shard, {}};
+    io.segments.reserve(segs.size());
+    for (const auto& [addr, len] : segs) {
+      io.segments.push_back({reinterpret_cast<void*>(addr), len});
+    }
+    out.push_back(std::move(io));
+  }
+  return out;
+}
+
+// The paged-KV shape every connector needs: shard `shard` of block i is the
+// concatenation, over j, of `seg_bytes[j]` bytes at
+// bases[j] + block_indices[i] * strides[j]. Building it here keeps the
+// per-block loop out of Python.
+std::vector<ShardIo> StridedShards(const std::vector<py::bytes>& ids,
+                                   const std::vector<int64_t>& block_indices, uint32_t shard,
+                                   const std::vector<uintptr_t>& bases,
+                                   const std::vector<int64_t>& strides,
+                                   const std::vector<size_t>& seg_bytes) {
+  if (ids.size() != block_indices.size()) {
+    throw py::value_error("ids and block_indices differ in length");
+  }
+  if (bases.size() != strides.size() || bases.size() != seg_bytes.size()) {
+    throw py::value_error("bases, strides and seg_bytes differ in length");
+  }
+  std::vector<ShardIo> out;
+  out.reserve(ids.size());
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (block_indices[i] < 0) throw py::value_error("negative block index");
+    ShardIo io{ToBlockId(ids[i]), shard, {}};
+    io.segments.reserve(bases.size());
+    for (size_t j = 0; j < bases.size(); ++j) {
+      uintptr_t addr = bases[j] + static_cast<uintptr_t>(block_indices[i] * strides[j]);
+      io.segments.push_back({reinterpret_cast<void*>(addr), seg_bytes[j]});
+    }
+    out.push_back(std::move(io));
+  }
+  return out;
+}
+
+std::vector<std::string> PipelineNames(const StoreConfig& c) {
+  std::vector<std::string> out;
+  for (TierKind k : c.pipeline) out.push_back(k == TierKind::kCache ? "Cache" : "Posix");
+  return out;
+}
+
+void SetPipeline(StoreConfig& c, const std::vector<std::string>& names) {
+  std::vector<TierKind> kinds;
+  for (const auto& n : names) {
+    if (n == "Cache") {
+      kinds.push_back(TierKind::kCache);
+    } else if (n == "Posix") {
+      kinds.push_back(TierKind::kPosix);
+    } else {
+      throw py::value_error("unknown tier '" + n + "' (accepted: Cache, Posix)");
+    }
+  }
+  c.pipeline = std::move(kinds);
+}
+
+// Owns the Store; Python keeps this object, never a raw Store*.
+class PyStore {
+ public:
+  PyStore(const StoreConfig& config, const BlockLayout& layout) {
+    Result<std::unique_ptr<Store>> r = [&] {
+      py::gil_scoped_release nogil;
+      return Store::Open(config, layout);
+    }();
+    store_ = Unwrap(std::move(r));
+  }
+
+  Store& get() {
+    if (!store_) throw py::value_error("store is closed");
+    return *store_;
+  }
+
+  void Close() {
+    std::unique_ptr<Store> s = std::move(store_);
+    py::gil_scoped_release nogil;
+    s.reset();
+  }
+
+ private:
+  std::unique_ptr<Store> store_;
+};
+
+TaskId StartTask(PyStore& self, std::vector<ShardIo> shards, bool load) {
+  Result<TaskId> r = [&] {
+    py::gil_scoped_release nogil;
+    return load ? self.get().Load(std::move(shards)) : self.get().Dump(std::move(shards));
+  }();
+  return Unwrap(std::move(r));
+}
+
+}  // namespace
+}  // namespace kvtier
+
+PYBIND11_MODULE(_kvtier, m) {
+  using namespace kvtier;
+  m.doc() = "Bindings of libkvtier: tiered KV block store, config, block hashing.";
+
+  static py::exception<std::runtime_error> error(m, "KvtierError", PyExc_RuntimeError);
+  g_error = error.ptr();
+
+  py::class_<StoreConfig>(m, "StoreConfig")
+      .def(py::init<>())
+      .def_property("pipeline", &PipelineNames, &SetPipeline,
+                    "tiers, fastest first, e.g. ['Cache', 'Posix']")
+      .def_readwrite("storage_backends", &StoreConfig::storage_backends)
+      .def_readwrite("cache_capacity_bytes", &StoreConfig::cache_capacity_bytes)
+      .def_readwrite("posix_capacity_bytes", &StoreConfig::posix_capacity_bytes)
+      .def_readwrite("posix_low_watermark", &StoreConfig::posix_low_watermark)
+      .def_readwrite("io_direct", &StoreConfig::io_direct)
+      .def_readwrite("io_fsync", &StoreConfig::io_fsync)
+      .def_readwrite("io_threads", &StoreConfig::io_threads)
+      .def_readwrite("tmp_max_age_s", &StoreConfig::tmp_max_age_s)
+      .def_readwrite("enable_event_sync", &StoreConfig::enable_event_sync)
+      .def_readwrite("use_layerwise", &StoreConfig::use_layerwise)
+      .def_property_readonly("pipeline_name", &StoreConfig::PipelineName)
+      .def("validate", [](const StoreConfig& c) { ThrowIfError(c.Validate()); })
+      .def("__repr__", [](const StoreConfig& c) {
+        std::string roots;
+        for (const auto& r : c.storage_backends) roots += (roots.empty() ? "" : ",") + r;
+        return "StoreConfig(pipeline='" + c.PipelineName() + "', storage_backends='" + roots +
+               "', cache_capacity_bytes=" + std::to_string(c.cache_capacity_bytes) +
+               ", use_layerwise=" + (c.use_layerwise ? "True" : "False") +
+               ", enable_event_sync=" + (c.enable_event_sync ? "True" : "False") + ")";
+      });
+
+  m.def(
+      "parse_config",
+      [](const std::string& yaml, const std::string& origin) {
+        return Unwrap(ParseConfigYaml(yaml, origin));
+      },
+      py::arg("yaml"), py::arg("origin") = "config", "Parses UCM/kvtier YAML text.");
+  m.def(
+      "load_config", [](const std::string& path) { return Unwrap(LoadConfigFile(path)); },
+      py::arg("path"), "Parses a UCM/kvtier YAML file.");
+
+  py::class_<BlockLayout>(m, "BlockLayout")
+      .def(py::init([](uint32_t num_shards, uint64_t shard_bytes) {
+             return BlockLayout{num_shards, shard_bytes};
+           }),
+           py::arg("num_shards") = 0, py::arg("shard_bytes") = 0)
+      .def_readwrite("num_shards", &BlockLayout::num_shards)
+      .def_readwrite("shard_bytes", &BlockLayout::shard_bytes)
+      .def_property_readonly("block_bytes", &BlockLayout::block_bytes)
+      .def("__eq__", [](const BlockLayout& a, const BlockLayout& b) { return a == b; })
+      .def("__repr__", [](const BlockLayout& l) {
+        return "BlockLayout(num_shards=" + std::to_string(l.num_shards) +
+               ", shard_bytes=" + std::to_string(l.shard_bytes) + ")";
+      });
+
+  py::class_<PyTaskResult>(m, "TaskResult")
+      .def_readonly("ok", &PyTaskResult::ok)
+      .def_readonly("code", &PyTaskResult::code)
+      .def_readonly("message", &PyTaskResult::message)
+      .def_property_readonly("failed_blocks",
+                             [](const PyTaskResult& r) { return FromBlockIds(r.failed_blocks); })
+      .def("__repr__", [](const PyTaskResult& r) {
+        return "TaskResult(code=" + r.code +
+               ", failed_blocks=" + std::to_string(r.failed_blocks.size()) + ")";
+      });
+
+  py::class_<PyStore>(m, "Store")
+      .def(py::init<const StoreConfig&, const BlockLayout&>(), py::arg("config"),
+           py::arg("layout") = BlockLayout{},
+           "Opens a store; layout num_shards=0 gives a lookup-only store.")
+      .def_property_readonly("layout", [](PyStore& s) { return s.get().layout(); })
+      .def(
+          "lookup",
+          [](PyStore& s, const std::vector<py::bytes>& ids) {
+            std::vector<BlockId> v = ToBlockIds(ids);
+            std::vector<bool> hits;
+            {
+              py::gil_scoped_release nogil;
+              hits = s.get().Lookup(v);
+            }
+            return hits;
+          },
+          py::arg("ids"), "Whether each id is present in any tier.")
+      .def(
+          "lookup_prefix",
+          [](PyStore& s, const std::vector<py::bytes>& ids) {
+            std::vector<BlockId> v = ToBlockIds(ids);
+            py::gil_scoped_release nogil;
+            return s.get().LookupPrefix(v);
+          },
+          py::arg("ids"), "Number of leading ids present.")
+      .def(
+          "load",
+          [](PyStore& s, const std::vector<PyShard>& shards) {
+            return StartTask(s, ToShards(shards), /*load=*/true);
+          },
+          py::arg("shards"), "Starts loading [(id, shard, [(addr, len), ...])]; returns a task id.")
+      .def(
+          "dump",
+          [](PyStore& s, const std::vector<PyShard>& shards) {
+            return StartTask(s, ToShards(shards), /*load=*/false);
+          },
+          py::arg("shards"), "Starts dumping [(id, shard, [(addr, len), ...])]; returns a task id.")
+      .def(
+          "load_blocks",
+          [](PyStore& s, const std::vector<py::bytes>& ids, const std::vector<int64_t>& idx,
+             uint32_t shard, const std::vector<uintptr_t>& bases,
+             const std::vector<int64_t>& strides, const std::vector<size_t>& seg_bytes) {
+            return StartTask(s, StridedShards(ids, idx, shard, bases, strides, seg_bytes), true);
+          },
+          py::arg("ids"), py::arg("block_indices"), py::arg("shard"), py::arg("bases"),
+          py::arg("strides"), py::arg("seg_bytes"),
+          "Loads shard `shard` of ids[i] into the segments bases[j] + block_indices[i] * "
+          "strides[j] (seg_bytes[j] each).")
+      .def(
+          "dump_blocks",
+          [](PyStore& s, const std::vector<py::bytes>& ids, const std::vector<int64_t>& idx,
+             uint32_t shard, const std::vector<uintptr_t>& bases,
+             const std::vector<int64_t>& strides, const std::vector<size_t>& seg_bytes) {
+            return StartTask(s, StridedShards(ids, idx, shard, bases, strides, seg_bytes), false);
+          },
+          py::arg("ids"), py::arg("block_indices"), py::arg("shard"), py::arg("bases"),
+          py::arg("strides"), py::arg("seg_bytes"), "The dump counterpart of load_blocks.")
+      .def(
+          "wait",
+          [](PyStore& s, TaskId task, std::optional<double> timeout) {
+            TaskResult r;
+            Status st;
+            {
+              py::gil_scoped_release nogil;
+              st = s.get().Wait(task, ToTimeout(timeout), &r);
+            }
+            ThrowIfError(st);
+            return ToPy(r);
+          },
+          py::arg("task"), py::arg("timeout") = py::none(),
+          "Waits for a task (timeout in seconds; TimeoutError leaves the task valid).")
+      .def(
+          "check",
+          [](PyStore& s, TaskId task) -> std::optional<PyTaskResult> {
+            bool done = false;
+            TaskResult r;
+            ThrowIfError(s.get().Check(task, &done, &r));
+            if (!done) return std::nullopt;
+            return ToPy(r);
+          },
+          py::arg("task"), "The task's result if it is done, else None.")
+      .def(
+          "flush",
+          [](PyStore& s, std::optional<double> timeout) {
+            Status st;
+            {
+              py::gil_scoped_release nogil;
+              st = s.get().Flush(ToTimeout(timeout));
+            }
+            ThrowIfError(st);
+          },
+          py::arg("timeout") = py::none(), "Waits until dumped blocks reach the last tier.")
+      .def("drop_cache", [](PyStore& s) { s.get().DropCache(); })
+      .def("stats_json", [](PyStore& s) { return s.get().Stats().ToJson(); })
+      .def(
+          "stats_prometheus",
+          [](PyStore& s, const std::string& prefix) {
+            return s.get().Stats().ToPrometheus(prefix);
+          },
+          py::arg("prefix") = "kvtier_store")
+      .def("close", &PyStore::Close, "Closes the store (cancels queued work).");
+
+  py::class_<BlockHasher>(m, "BlockHasher")
+      .def(py::init([](const py::bytes& ns) { return BlockHasher(std::string_view(ns)); }),
+           py::arg("namespace"))
+      .def(py::init([](const std::string& ns) { return BlockHasher(ns); }), py::arg("namespace"))
+      .def_property_readonly("root", [](const BlockHasher& h) { return FromBlockId(h.root()); })
+      .def(
+          "hash_prefix",
+          [](const BlockHasher& h, const std::vector<int32_t>& tokens, size_t block_size) {
+            if (block_size == 0) throw py::value_error("block_size must be > 0");
+            std::vector<BlockId> ids;
+            {
+              py::gil_scoped_release nogil;
+              ids = h.HashPrefix(tokens, block_size);
+            }
+            return FromBlockIds(ids);
+          },
+          py::arg("tokens"), py::arg("block_size"),
+          "Ids of every full block of `tokens` (chained from the namespace root).")
+      .def_static(
+          "hash_block",
+          [](const py::bytes& parent, const std::vector<int32_t>& tokens) {
+            return FromBlockId(BlockHasher::HashBlock(ToBlockId(parent), tokens));
+          },
+          py::arg("parent"), py::arg("tokens"));
+}

@@ -1,0 +1,86 @@
+"""UCMConnector's worker side on real KV tensors in the CPU backend's layout."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from vllm.distributed.kv_transfer.kv_connector.v1.base import KVConnectorRole
+
+import kvtier
+from kvtier.integration.vllm import UCMConnector, UCMConnectorMetadata
+from kvtier.integration.vllm.kv_layout import UnsupportedKVLayout
+from vllm_harness import LAYERS, Worker, kv_cache_config, ucm_settings, vllm_config
+
+NUM_BLOCKS = 32
+
+
+def ids(n, salt=b""):
+    return kvtier.BlockHasher(b"worker-test" + salt).hash_prefix(list(range(16 * n)), 16)
+
+
+@pytest.fixture(params=[False, True], ids=["whole-block", "layerwise"])
+def pair(request, model_dir, tmp_path):
+    """Two workers (different KV contents) over one store root."""
+    cfg = vllm_config(model_dir, ucm_settings(tmp_path / "store", layerwise=request.param))
+    kcc = kv_cache_config(cfg, NUM_BLOCKS)
+    return Worker(cfg, kcc, seed=1), Worker(cfg, kcc, seed=2), tmp_path / "store"
+
+
+def test_registered_layout_is_the_cpu_backend_one(pair):
+    src, _, _ = pair
+    t = src.caches[LAYERS[0]]
+    assert t.shape[0] == NUM_BLOCKS and t[0].is_contiguous()  # [B, H, N, C], block = 1 page
+    layout = src.connector._store.layout
+    per_block = sum(src.caches[n][0].nbytes for n in LAYERS)
+    assert layout.block_bytes == per_block
+
+
+def test_save_then_load_into_other_blocks(pair):
+    src, dst, _ = pair
+    block_ids = ids(4)
+    assert not src.step(UCMConnectorMetadata(save_ids=block_ids, save_blocks=[3, 7, 8, 20]))
+    before = {n: dst.caches[n].clone() for n in LAYERS}
+    errors = dst.step(UCMConnectorMetadata(load_ids=block_ids, load_blocks=[30, 1, 2, 5]))
+    assert errors == set()
+    for n in LAYERS:
+        for s, d in zip([3, 7, 8, 20], [30, 1, 2, 5]):
+            assert torch.equal(dst.caches[n][d], src.caches[n][s])
+        untouched = [b for b in range(NUM_BLOCKS) if b not in (30, 1, 2, 5)]
+        assert torch.equal(dst.caches[n][untouched], before[n][untouched])
+    stats = dst.connector.get_kv_connector_stats().reduce()
+    assert stats["kvtier_load_blocks"] == 4 and stats["kvtier_load_errors"] == 0
+
+
+def test_missing_block_is_reported_for_recompute(pair):
+    src, dst, _ = pair
+    block_ids = ids(3, b"m")
+    src.step(UCMConnectorMetadata(save_ids=block_ids[:2], save_blocks=[1, 2]))
+    errors = dst.step(UCMConnectorMetadata(load_ids=block_ids, load_blocks=[4, 5, 6]))
+    assert errors == {6}
+    assert dst.connector.get_block_ids_with_load_errors() == set()  # reported once
+
+
+def test_corrupted_block_file_is_reported_and_dropped(pair):
+    src, dst, root = pair
+    block_ids = ids(2, b"c")
+    src.step(UCMConnectorMetadata(save_ids=block_ids, save_blocks=[1, 2]))
+    files = sorted(p for p in Path(root).rglob("*.kvb"))
+    assert len(files) == 2
+    for f in files:  # flip a byte in the payload of every block file
+        data = bytearray(f.read_bytes())
+        data[-100] ^= 0xFF
+        f.write_bytes(bytes(data))
+    errors = dst.step(UCMConnectorMetadata(load_ids=block_ids, load_blocks=[9, 10]))
+    assert errors == {9, 10}
+    assert dst.connector._store.lookup_prefix(dst.connector._rank_ids(block_ids)) == 0
+
+
+def test_unsupported_layout_fails_clearly(model_dir, tmp_path):
+    cfg = vllm_config(model_dir, ucm_settings(tmp_path))
+    kcc = kv_cache_config(cfg, NUM_BLOCKS)
+    conn = UCMConnector(cfg, KVConnectorRole.WORKER, kcc)
+    # Head-outermost: a block's bytes are scattered over the heads.
+    scattered = torch.zeros(2, NUM_BLOCKS, 16, 64).permute(1, 0, 2, 3)
+    with pytest.raises(UnsupportedKVLayout, match="unsupported KV cache layout"):
+        conn.register_kv_caches({n: scattered for n in LAYERS[:1]} |
+                                {LAYERS[1]: torch.zeros(NUM_BLOCKS, 2, 16, 64)})

@@ -1,0 +1,167 @@
+"""Builds real vLLM objects on the CPU for the connector tests: a VllmConfig
+over the generated tiny model, a real Scheduler, real paged KV tensors in the
+CPU attention backend's layout, and a worker-side connector driven the way
+vLLM's model runner drives it. Modeled on how vLLM's own
+tests/v1/kv_connector/unit build a Scheduler without an engine."""
+
+from __future__ import annotations
+
+import itertools
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from vllm import SamplingParams
+from vllm.config import (CacheConfig, DeviceConfig, KVTransferConfig, ModelConfig,
+                         SchedulerConfig, VllmConfig)
+from vllm.distributed.kv_transfer.kv_connector.v1.base import KVConnectorRole
+from vllm.utils.hashing import sha256
+from vllm.v1.core.kv_cache_utils import get_request_block_hasher, init_none_hash
+from vllm.v1.core.sched.scheduler import Scheduler
+from vllm.v1.kv_cache_interface import (FullAttentionSpec, KVCacheConfig, KVCacheGroupSpec,
+                                        KVCacheTensor)
+from vllm.v1.kv_cache_layout import KVCacheLayout
+from vllm.v1.outputs import KVConnectorOutput, ModelRunnerOutput
+from vllm.v1.request import Request
+from vllm.v1.structured_output import StructuredOutputManager
+from vllm.v1.worker.utils import allocate_kv_cache
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "deploy" / "vllm"))
+from make_model import make_model  # noqa: E402
+
+from kvtier.integration.vllm import UCMConnector  # noqa: E402
+
+EOS = 2
+LAYERS = ["model.layers.0.self_attn.attn", "model.layers.1.self_attn.attn"]
+
+
+def ucm_settings(root: Path, layerwise: bool = False, event_sync: bool = True) -> dict[str, Any]:
+    """The seed's YAML settings (as a dict), with a test root."""
+    return {
+        "ucm_connectors": [{
+            "ucm_connector_name": "UcmPipelineStore",
+            "ucm_connector_config": {"store_pipeline": "Cache|Posix",
+                                     "storage_backends": str(root),
+                                     "cache_buffer_capacity_gb": 1},
+        }],
+        "enable_event_sync": event_sync,
+        "use_layerwise": layerwise,
+    }
+
+
+def vllm_config(model_dir: Path, extra: dict[str, Any], kv_role: str = "kv_both",
+                block_size: int = 16, max_num_batched_tokens: int = 64,
+                connector: str = "UCMConnector", module: str | None = "kvtier.integration.vllm"
+                ) -> VllmConfig:
+    model = ModelConfig(model=str(model_dir), dtype="float32", seed=42,
+                        skip_tokenizer_init=True)
+    sched = SchedulerConfig(max_num_seqs=16, max_num_batched_tokens=max_num_batched_tokens,
+                            max_model_len=2048, enable_chunked_prefill=True,
+                            is_encoder_decoder=False)
+    cache = CacheConfig(block_size=block_size, enable_prefix_caching=True)
+    cache.kv_cache_layout = "LBHNC"  # what the CPU attention backend resolves to
+    ktc = KVTransferConfig(kv_connector=connector, kv_connector_module_path=module,
+                           kv_role=kv_role, kv_connector_extra_config=extra,
+                           kv_load_failure_policy="recompute")
+    return VllmConfig(model_config=model, scheduler_config=sched, cache_config=cache,
+                      kv_transfer_config=ktc, device_config=DeviceConfig("cpu"))
+
+
+def kv_cache_config(cfg: VllmConfig, num_blocks: int, num_kv_heads: int = 2,
+                    head_size: int = 32) -> KVCacheConfig:
+    """One full-attention group over LAYERS, laid out layer-outermost (LBHNC)."""
+    spec = FullAttentionSpec(block_size=cfg.cache_config.block_size, num_kv_heads=num_kv_heads,
+                             head_size=head_size, dtype=torch.float32)
+    page = spec.page_size_bytes
+    tensor = KVCacheTensor(size=page * num_blocks * len(LAYERS), layers=list(LAYERS),
+                           layer_stride=page * num_blocks, block_stride=page)
+    cfg.cache_config.num_gpu_blocks = num_blocks
+    return KVCacheConfig(num_blocks=num_blocks, kv_cache_tensors=[tensor],
+                         kv_cache_groups=[KVCacheGroupSpec(list(LAYERS), spec)])
+
+
+def kv_tensors(kcc: KVCacheConfig, seed: int | None = None) -> dict[str, torch.Tensor]:
+    """Real paged KV tensors as vLLM allocates them; random bytes if seeded."""
+    caches = allocate_kv_cache(kcc, torch.device("cpu"), KVCacheLayout.LBHNC)
+    if seed is not None:
+        g = torch.Generator().manual_seed(seed)
+        for t in {t.data_ptr(): t for t in caches.values()}.values():
+            t.copy_(torch.randn(t.shape, generator=g, dtype=t.dtype))
+    return caches
+
+
+def scheduler(cfg: VllmConfig, kcc: KVCacheConfig) -> Scheduler:
+    return Scheduler(vllm_config=cfg, kv_cache_config=kcc,
+                     structured_output_manager=StructuredOutputManager(cfg),
+                     block_size=cfg.cache_config.block_size, log_stats=True)
+
+
+class Worker:
+    """A worker-side connector over real KV tensors, driven like the model runner."""
+
+    def __init__(self, cfg: VllmConfig, kcc: KVCacheConfig, seed: int | None = None):
+        self.caches = kv_tensors(kcc, seed)
+        self.connector = UCMConnector(cfg, KVConnectorRole.WORKER, kcc)
+        self.connector.register_kv_caches(self.caches)
+
+    def step(self, meta) -> set[int]:
+        """One forward's connector calls; returns the blocks that failed to load."""
+        c = self.connector
+        c.bind_connector_metadata(meta)
+        c.start_load_kv(None)
+        for name in LAYERS:
+            c.wait_for_layer_load(name)
+            c.save_kv_layer(name, self.caches[name], None)
+        c.wait_for_save()
+        errors = c.get_block_ids_with_load_errors()
+        c.clear_connector_metadata()
+        return errors
+
+    def block(self, layer: str, block: int) -> torch.Tensor:
+        return self.caches[layer][block].clone()
+
+
+_ids = itertools.count()
+
+
+def request(tokens: list[int], max_tokens: int = 4, cache_salt: str | None = None,
+            block_size: int = 16) -> Request:
+    """A request hashed for vLLM's own prefix cache, as the engine's input processor does."""
+    init_none_hash(sha256)
+    sp = SamplingParams(max_tokens=max_tokens, ignore_eos=True)
+    sp.update_from_generation_config({}, EOS)
+    return Request(request_id=f"req-{next(_ids)}", prompt_token_ids=list(tokens),
+                   sampling_params=sp, pooling_params=None, cache_salt=cache_salt,
+                   block_hasher=get_request_block_hasher(block_size, sha256))
+
+
+def run_step(sched: Scheduler, worker: Worker | None = None, token: int = 7):
+    """schedule -> (worker) -> update_from_output; returns (scheduler_output, load errors)."""
+    out = sched.schedule()
+    errors = worker.step(out.kv_connector_metadata) if worker is not None else set()
+    reqs = [r for r in (sched.requests.get(i) for i in out.num_scheduled_tokens) if r]
+    ids = [r.request_id for r in reqs]
+    mro = ModelRunnerOutput(
+        req_ids=ids, req_id_to_index={r: i for i, r in enumerate(ids)},
+        # A request still in prefill samples nothing this step.
+        sampled_token_ids=[[] if r.num_computed_tokens < r.num_tokens else [token]
+                           for r in reqs],
+        kv_connector_output=KVConnectorOutput(invalid_block_ids=errors) if errors else None)
+    sched.update_from_output(out, mro)
+    return out, errors
+
+
+def run_until_done(sched: Scheduler, worker: Worker | None = None, max_steps: int = 200):
+    metas = []
+    for _ in range(max_steps):
+        if not sched.has_unfinished_requests():
+            return metas
+        out, _ = run_step(sched, worker)
+        metas.append(out.kv_connector_metadata)
+    raise AssertionError("requests did not finish")
+
+
+__all__ = ["make_model", "ucm_settings", "vllm_config", "kv_cache_config", "kv_tensors",
+           "scheduler", "Worker", "request", "run_step", "run_until_done", "LAYERS"]
