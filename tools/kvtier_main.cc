@@ -3,8 +3,8 @@
 //   kvtier store verify --config FILE [--remove-corrupt]
 //                                                checks every block; exit 1 if any is corrupt
 //   kvtier store gc     --config FILE            removes stale temp files, enforces capacity
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <CLI/CLI.hpp>
 
 #include <nlohmann/json.hpp>
 
@@ -34,27 +34,31 @@ kvtier::Result<kvtier::StoreConfig> LoadPosixConfig(const std::string& path) {
 
 int Stats(const kvtier::StoreConfig& cfg, bool json) {
   uint64_t blocks = 0, bytes = 0, temps = 0;
-  Status s = kvtier::WalkRoots(kvtier::Env::Default(), cfg.storage_backends,
-                               [&](const std::string& n, const std::string&, const kvtier::FileInfo& i) {
-                                 if (kvtier::IsBlockFileName(n)) {
-                                   blocks++;
-                                   bytes += i.size;
-                                 } else if (kvtier::IsTempFileName(n)) {
-                                   temps++;
-                                 }
-                                 return Status::OK();
-                               });
+  Status s =
+      kvtier::WalkRoots(kvtier::Env::Default(), cfg.storage_backends,
+                        [&](const std::string& n, const std::string&, const kvtier::FileInfo& i) {
+                          if (kvtier::IsBlockFileName(n)) {
+                            blocks++;
+                            bytes += i.size;
+                          } else if (kvtier::IsTempFileName(n)) {
+                            temps++;
+                          }
+                          return Status::OK();
+                        });
   if (!s.ok()) return Fail(s);
   if (json) {
-    nlohmann::json j{{"pipeline", cfg.PipelineName()},     {"blocks", blocks},
-                     {"bytes", bytes},                      {"temp_files", temps},
+    nlohmann::json j{{"pipeline", cfg.PipelineName()},
+                     {"blocks", blocks},
+                     {"bytes", bytes},
+                     {"temp_files", temps},
                      {"capacity_bytes", cfg.posix_capacity_bytes}};
     fmt::print("{}\n", j.dump());
   } else {
-    fmt::print("pipeline        {}\nroots           {}\nblocks          {}\nbytes           {}\n"
-               "temp files      {}\ncapacity bytes  {}\n",
-               cfg.PipelineName(), fmt::join(cfg.storage_backends, ":"), blocks, bytes, temps,
-               cfg.posix_capacity_bytes ? std::to_string(cfg.posix_capacity_bytes) : "unlimited");
+    fmt::print(
+        "pipeline        {}\nroots           {}\nblocks          {}\nbytes           {}\n"
+        "temp files      {}\ncapacity bytes  {}\n",
+        cfg.PipelineName(), fmt::join(cfg.storage_backends, ":"), blocks, bytes, temps,
+        cfg.posix_capacity_bytes ? std::to_string(cfg.posix_capacity_bytes) : "unlimited");
   }
   return 0;
 }

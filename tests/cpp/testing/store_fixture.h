@@ -39,7 +39,8 @@ inline std::vector<BlockId> MakeIds(size_t n, const std::string& ns = "test") {
 }
 
 // Deterministic bytes of shard `shard` of block `id` (differs per block and shard).
-inline std::vector<uint8_t> ShardBytes(const BlockId& id, uint32_t shard, size_t n, uint8_t salt = 0) {
+inline std::vector<uint8_t> ShardBytes(const BlockId& id, uint32_t shard, size_t n,
+                                       uint8_t salt = 0) {
   std::vector<uint8_t> v(n);
   uint64_t x = id.Low64() ^ (uint64_t{shard} << 40) ^ salt;
   for (size_t i = 0; i < n; ++i) {
