@@ -194,7 +194,8 @@ void PosixTier::Quarantine(const BlockId& id, File* file, const Status& why) {
   }
 }
 
-Status PosixTier::ReadBlock(const BlockId& id, uint8_t* data, std::vector<uint64_t>* checksums) {
+Status PosixTier::ReadVerified(const BlockId& id, uint64_t bytes, bool whole_block,
+                               const ReadBody& body) {
   const uint64_t t0 = NowNs();
   OpenOptions o;
   o.direct = config_.io_direct;
@@ -206,23 +207,7 @@ Status PosixTier::ReadBlock(const BlockId& id, uint8_t* data, std::vector<uint64
   }
   BlockHeader h;
   Status s = ReadHeader(file->get(), id, &h);
-  // Read in chunks and hash each while it is still in cache: the kernel's
-  // copy and the verification share one pass over memory.
-  constexpr uint64_t kChunk = 256 << 10;
-  for (uint32_t i = 0; s.ok() && i < geo_.layout.num_shards; ++i) {
-    StreamingChecksum sum;
-    for (uint64_t done = 0; s.ok() && done < geo_.layout.shard_bytes; done += kChunk) {
-      const uint64_t want = std::min(kChunk, geo_.layout.shard_bytes - done);
-      const uint64_t io_len = config_.io_direct ? AlignUp(want, kDirectIoAlign) : want;
-      uint8_t* at = data + geo_.shard_offset(i) + done;
-      iovec v{at, io_len};
-      s = (*file)->ReadV(geo_.header_bytes + geo_.shard_offset(i) + done, {&v, 1});
-      sum.Update(at, want);
-    }
-    if (s.ok() && sum.Digest() != h.checksums[i]) {
-      s = Status::Corruption(fmt::format("block {}: shard {} checksum mismatch", id.ToHex(), i));
-    }
-  }
+  if (s.ok()) s = body(file->get(), h);
   if (!s.ok()) {
     if (s.IsCorruption()) {
       Quarantine(id, file->get(), s);
@@ -231,53 +216,57 @@ Status PosixTier::ReadBlock(const BlockId& id, uint8_t* data, std::vector<uint64
     }
     return s;
   }
-  env_->Touch(path);
-  *checksums = std::move(h.checksums);
-  counters_->load_blocks++;
-  counters_->load_bytes += geo_.data_bytes;
+  env_->Touch(path);  // the shared LRU clock
+  counters_->load_bytes += bytes;
   counters_->load_ns += NowNs() - t0;
+  if (whole_block) counters_->load_blocks++;
   return Status::OK();
 }
 
+Status PosixTier::ReadBlock(const BlockId& id, uint8_t* data, std::vector<uint64_t>* checksums) {
+  return ReadVerified(id, geo_.data_bytes, /*whole_block=*/true, [&](File* file, BlockHeader& h) {
+    // Read in chunks and hash each while it is still in cache: the kernel's
+    // copy and the verification share one pass over memory.
+    constexpr uint64_t kChunk = 256 << 10;
+    for (uint32_t i = 0; i < geo_.layout.num_shards; ++i) {
+      StreamingChecksum sum;
+      for (uint64_t done = 0; done < geo_.layout.shard_bytes; done += kChunk) {
+        const uint64_t want = std::min(kChunk, geo_.layout.shard_bytes - done);
+        const uint64_t io_len = config_.io_direct ? AlignUp(want, kDirectIoAlign) : want;
+        uint8_t* at = data + geo_.shard_offset(i) + done;
+        iovec v{at, io_len};
+        KVTIER_RETURN_IF_ERROR(
+            file->ReadV(geo_.header_bytes + geo_.shard_offset(i) + done, {&v, 1}));
+        sum.Update(at, want);
+      }
+      if (sum.Digest() != h.checksums[i]) {
+        return Status::Corruption(
+            fmt::format("block {}: shard {} checksum mismatch", id.ToHex(), i));
+      }
+    }
+    *checksums = std::move(h.checksums);
+    return Status::OK();
+  });
+}
+
 Status PosixTier::ReadShard(const BlockId& id, uint32_t shard, std::span<const iovec> dst) {
-  const uint64_t t0 = NowNs();
-  OpenOptions o;
-  o.direct = config_.io_direct;
-  const std::string path = PathOf(id);
-  auto file = env_->Open(path, o);
-  if (!file.ok()) {
-    if (!file.status().IsNotFound()) counters_->errors++;
-    return file.status();
-  }
-  BlockHeader h;
-  Status s = ReadHeader(file->get(), id, &h);
-  const uint64_t offset = geo_.header_bytes + geo_.shard_offset(shard);
-  if (s.ok()) {
-    if (config_.io_direct) {  // caller memory need not be aligned: bounce
-      AlignedBuffer bounce(geo_.stride);
-      iovec v{bounce.data(), geo_.stride};
-      s = (*file)->ReadV(offset, {&v, 1});
-      if (s.ok()) Scatter(bounce.data(), dst);
-    } else {
-      s = (*file)->ReadV(offset, dst);
-    }
-  }
-  if (s.ok() && ChecksumOf(dst) != h.checksums[shard]) {
-    s = Status::Corruption(fmt::format("block {}: shard {} checksum mismatch", id.ToHex(), shard));
-  }
-  if (!s.ok()) {
-    if (s.IsCorruption()) {
-      Quarantine(id, file->get(), s);
-    } else {
-      counters_->errors++;
-    }
-    return s;
-  }
-  env_->Touch(path);
-  counters_->load_bytes += geo_.layout.shard_bytes;
-  counters_->load_ns += NowNs() - t0;
-  if (shard == 0) counters_->load_blocks++;
-  return Status::OK();
+  return ReadVerified(
+      id, geo_.layout.shard_bytes, /*whole_block=*/shard == 0, [&](File* file, BlockHeader& h) {
+        const uint64_t offset = geo_.header_bytes + geo_.shard_offset(shard);
+        if (config_.io_direct) {  // caller memory need not be aligned: bounce
+          AlignedBuffer bounce(geo_.stride);
+          iovec v{bounce.data(), geo_.stride};
+          KVTIER_RETURN_IF_ERROR(file->ReadV(offset, {&v, 1}));
+          Scatter(bounce.data(), dst);
+        } else {
+          KVTIER_RETURN_IF_ERROR(file->ReadV(offset, dst));
+        }
+        if (ChecksumOf(dst) != h.checksums[shard]) {
+          return Status::Corruption(
+              fmt::format("block {}: shard {} checksum mismatch", id.ToHex(), shard));
+        }
+        return Status::OK();
+      });
 }
 
 Status PosixTier::WriteShard(const BlockId& id, uint32_t shard, std::span<const iovec> src) {

@@ -78,6 +78,11 @@ class PosixTier {
                  std::span<const uint64_t> checksums);
   Result<std::unique_ptr<File>> CreateTemp(const BlockId& id, std::string* tmp);
   Status ReadHeader(File* file, const BlockId& id, BlockHeader* header);
+  // Opens the block's file, reads and checks its header, runs `body` to read
+  // (and verify) data, then classifies failures (corrupt files are removed),
+  // touches the file for LRU and counts `bytes` read.
+  using ReadBody = std::function<Status(File* file, BlockHeader& header)>;
+  Status ReadVerified(const BlockId& id, uint64_t bytes, bool whole_block, const ReadBody& body);
   void Quarantine(const BlockId& id, File* file, const Status& why);
   void AfterPublish();
   // Adds `delta` to (or, with `set`, overwrites) the usage counter shared by
