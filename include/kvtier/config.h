@@ -30,11 +30,16 @@ struct StoreConfig {
   uint64_t cache_capacity_bytes = 1ull << 30;
   // Posix tier capacity in bytes across all processes sharing the roots; 0 = unlimited.
   uint64_t posix_capacity_bytes = 0;
+  // Copy blocks loaded from the Posix tier into the DRAM tier ("loads
+  // promote"), so the next load of the block is served from DRAM. Off: a
+  // cold load reads straight from the file into engine memory (one copy).
+  bool cache_promote_on_load = true;
   // Eviction brings Posix usage down to this fraction of its capacity.
   double posix_low_watermark = 0.9;
   bool io_direct = false;  // O_DIRECT on block files
   bool io_fsync = false;   // fsync each block file (and its directory) before publishing
-  // How block file data moves: io_uring, preadv/pwritev, or io_uring where available.
+  // How block file data moves: io_uring, preadv/pwritev, or auto (io_uring
+  // for O_DIRECT where the kernel allows it, preadv/pwritev otherwise).
   IoEngine io_engine = IoEngine::kAuto;
   int io_threads = 2;  // worker threads moving data between tiers
   // Temporary files of dead writers older than this are removed at open.

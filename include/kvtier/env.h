@@ -1,9 +1,9 @@
 // Env: the filesystem interface every byte of kvtier's file I/O goes through.
 //
 // Contract: methods return Status (never throw) and are thread-safe. A File
-// is used by one task at a time. Env::Default() is the real POSIX
-// implementation; tests wrap it to inject ENOSPC, EIO, short writes and
-// crashes, so store code never calls the OS directly for file data.
+// may be read from several threads at once (positional reads); it is written
+// by one task at a time. Env::Default() is the real POSIX implementation; tests wrap it to inject
+// ENOSPC, EIO, short writes and crashes, so store code never calls the OS directly for file data.
 #pragma once
 
 #include <sys/uio.h>

@@ -119,8 +119,8 @@ Status ParseStoreSection(const Parser& p, const YAML::Node& cfg, StoreConfig* ou
   KVTIER_RETURN_IF_ERROR(
       p.CheckKeys(cfg, "ucm_connector_config",
                   {"store_pipeline", "storage_backends", "cache_buffer_capacity_gb",
-                   "posix_capacity_gb", "posix_low_watermark", "io_direct", "io_fsync", "io_engine",
-                   "io_threads", "tmp_max_age_s"}));
+                   "cache_promote_on_load", "posix_capacity_gb", "posix_low_watermark", "io_direct",
+                   "io_fsync", "io_engine", "io_threads", "tmp_max_age_s"}));
   if (cfg["store_pipeline"]) {
     auto r = ParsePipeline(p, cfg["store_pipeline"]);
     if (!r.ok()) return r.status();
@@ -144,6 +144,10 @@ Status ParseStoreSection(const Parser& p, const YAML::Node& cfg, StoreConfig* ou
   if (cfg["posix_low_watermark"]) {
     KVTIER_RETURN_IF_ERROR(p.GetNumber(cfg["posix_low_watermark"], "posix_low_watermark", 0.05, 1.0,
                                        &out->posix_low_watermark));
+  }
+  if (cfg["cache_promote_on_load"]) {
+    KVTIER_RETURN_IF_ERROR(p.GetBool(cfg["cache_promote_on_load"], "cache_promote_on_load",
+                                     &out->cache_promote_on_load));
   }
   if (cfg["io_direct"])
     KVTIER_RETURN_IF_ERROR(p.GetBool(cfg["io_direct"], "io_direct", &out->io_direct));

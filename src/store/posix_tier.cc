@@ -197,26 +197,44 @@ void PosixTier::Quarantine(const BlockId& id, File* file, const Status& why) {
 Status PosixTier::ReadVerified(const BlockId& id, uint64_t bytes, bool whole_block,
                                const ReadBody& body) {
   const uint64_t t0 = NowNs();
-  OpenOptions o;
-  o.direct = config_.io_direct;
   const std::string path = PathOf(id);
-  auto file = env_->Open(path, o);
-  if (!file.ok()) {
-    if (!file.status().IsNotFound()) counters_->errors++;
-    return file.status();
+  std::shared_ptr<const OpenBlockCache::Entry> entry = open_blocks_.Get(id);
+  const bool fresh = entry == nullptr;
+  if (fresh) {
+    OpenOptions o;
+    o.direct = config_.io_direct;
+    auto file = env_->Open(path, o);
+    if (!file.ok()) {
+      if (!file.status().IsNotFound()) counters_->errors++;
+      return file.status();
+    }
+    auto e = std::make_shared<OpenBlockCache::Entry>();
+    e->file = std::move(*file);
+    Status hs = ReadHeader(e->file.get(), id, &e->header);
+    if (!hs.ok()) {
+      if (hs.IsCorruption()) {
+        Quarantine(id, e->file.get(), hs);
+      } else {
+        counters_->errors++;
+      }
+      return hs;
+    }
+    entry = std::move(e);
   }
-  BlockHeader h;
-  Status s = ReadHeader(file->get(), id, &h);
-  if (s.ok()) s = body(file->get(), h);
+  Status s = body(entry->file.get(), entry->header);
   if (!s.ok()) {
+    open_blocks_.Erase(id);
     if (s.IsCorruption()) {
-      Quarantine(id, file->get(), s);
+      Quarantine(id, entry->file.get(), s);
     } else {
       counters_->errors++;
     }
     return s;
   }
-  env_->Touch(path);  // the shared LRU clock
+  if (fresh) {
+    open_blocks_.Put(id, entry);
+    env_->Touch(path);  // the shared LRU clock, once per open
+  }
   counters_->load_bytes += bytes;
   counters_->load_ns += NowNs() - t0;
   if (whole_block) counters_->load_blocks++;
@@ -224,49 +242,65 @@ Status PosixTier::ReadVerified(const BlockId& id, uint64_t bytes, bool whole_blo
 }
 
 Status PosixTier::ReadBlock(const BlockId& id, uint8_t* data, std::vector<uint64_t>* checksums) {
-  return ReadVerified(id, geo_.data_bytes, /*whole_block=*/true, [&](File* file, BlockHeader& h) {
-    // Read in chunks and hash each while it is still in cache: the kernel's
-    // copy and the verification share one pass over memory.
-    constexpr uint64_t kChunk = 256 << 10;
-    for (uint32_t i = 0; i < geo_.layout.num_shards; ++i) {
-      StreamingChecksum sum;
-      for (uint64_t done = 0; done < geo_.layout.shard_bytes; done += kChunk) {
-        const uint64_t want = std::min(kChunk, geo_.layout.shard_bytes - done);
-        const uint64_t io_len = config_.io_direct ? AlignUp(want, kDirectIoAlign) : want;
-        uint8_t* at = data + geo_.shard_offset(i) + done;
-        iovec v{at, io_len};
-        KVTIER_RETURN_IF_ERROR(
-            file->ReadV(geo_.header_bytes + geo_.shard_offset(i) + done, {&v, 1}));
-        sum.Update(at, want);
-      }
-      if (sum.Digest() != h.checksums[i]) {
-        return Status::Corruption(
-            fmt::format("block {}: shard {} checksum mismatch", id.ToHex(), i));
-      }
-    }
-    *checksums = std::move(h.checksums);
-    return Status::OK();
-  });
+  return ReadVerified(
+      id, geo_.data_bytes, /*whole_block=*/true, [&](File* file, const BlockHeader& h) {
+        // Read in chunks and hash each while it is still in cache: the kernel's
+        // copy and the verification share one pass over memory.
+        constexpr uint64_t kChunk = 256 << 10;
+        for (uint32_t i = 0; i < geo_.layout.num_shards; ++i) {
+          StreamingChecksum sum;
+          for (uint64_t done = 0; done < geo_.layout.shard_bytes; done += kChunk) {
+            const uint64_t want = std::min(kChunk, geo_.layout.shard_bytes - done);
+            const uint64_t io_len = config_.io_direct ? AlignUp(want, kDirectIoAlign) : want;
+            uint8_t* at = data + geo_.shard_offset(i) + done;
+            iovec v{at, io_len};
+            KVTIER_RETURN_IF_ERROR(
+                file->ReadV(geo_.header_bytes + geo_.shard_offset(i) + done, {&v, 1}));
+            sum.Update(at, want);
+          }
+          if (sum.Digest() != h.checksums[i]) {
+            return Status::Corruption(
+                fmt::format("block {}: shard {} checksum mismatch", id.ToHex(), i));
+          }
+        }
+        *checksums = h.checksums;
+        return Status::OK();
+      });
 }
 
 Status PosixTier::ReadShard(const BlockId& id, uint32_t shard, std::span<const iovec> dst) {
-  return ReadVerified(
-      id, geo_.layout.shard_bytes, /*whole_block=*/shard == 0, [&](File* file, BlockHeader& h) {
-        const uint64_t offset = geo_.header_bytes + geo_.shard_offset(shard);
-        if (config_.io_direct) {  // caller memory need not be aligned: bounce
-          AlignedBuffer bounce(geo_.stride);
-          iovec v{bounce.data(), geo_.stride};
-          KVTIER_RETURN_IF_ERROR(file->ReadV(offset, {&v, 1}));
-          Scatter(bounce.data(), dst);
-        } else {
-          KVTIER_RETURN_IF_ERROR(file->ReadV(offset, dst));
-        }
-        if (ChecksumOf(dst) != h.checksums[shard]) {
-          return Status::Corruption(
-              fmt::format("block {}: shard {} checksum mismatch", id.ToHex(), shard));
-        }
-        return Status::OK();
-      });
+  return ReadVerified(id, geo_.layout.shard_bytes, /*whole_block=*/shard == 0,
+                      [&](File* file, const BlockHeader& h) {
+                        uint64_t offset = geo_.header_bytes + geo_.shard_offset(shard);
+                        StreamingChecksum sum;
+                        if (config_.io_direct) {  // caller memory need not be aligned: bounce
+                          AlignedBuffer bounce(geo_.stride);
+                          iovec v{bounce.data(), geo_.stride};
+                          KVTIER_RETURN_IF_ERROR(file->ReadV(offset, {&v, 1}));
+                          Scatter(bounce.data(), dst);
+                          sum.Update(bounce.data(), geo_.layout.shard_bytes);
+                        } else {
+                          // Straight into the caller's memory, hashing each chunk while it is
+                          // in cache: one copy, and verification costs no extra memory pass.
+                          constexpr size_t kChunk = 256 << 10;
+                          for (const iovec& seg : dst) {
+                            auto* base = static_cast<uint8_t*>(seg.iov_base);
+                            for (size_t done = 0; done < seg.iov_len;) {
+                              const size_t n = std::min(kChunk, seg.iov_len - done);
+                              iovec v{base + done, n};
+                              KVTIER_RETURN_IF_ERROR(file->ReadV(offset, {&v, 1}));
+                              sum.Update(base + done, n);
+                              offset += n;
+                              done += n;
+                            }
+                          }
+                        }
+                        if (sum.Digest() != h.checksums[shard]) {
+                          return Status::Corruption(fmt::format(
+                              "block {}: shard {} checksum mismatch", id.ToHex(), shard));
+                        }
+                        return Status::OK();
+                      });
 }
 
 Status PosixTier::WriteShard(const BlockId& id, uint32_t shard, std::span<const iovec> src) {

@@ -30,6 +30,7 @@
 #include "kvtier/config.h"
 #include "kvtier/env.h"
 #include "store/block_format.h"
+#include "store/open_block_cache.h"
 #include "store/stats_counters.h"
 
 namespace kvtier {
@@ -78,10 +79,11 @@ class PosixTier {
                  std::span<const uint64_t> checksums);
   Result<std::unique_ptr<File>> CreateTemp(const BlockId& id, std::string* tmp);
   Status ReadHeader(File* file, const BlockId& id, BlockHeader* header);
-  // Opens the block's file, reads and checks its header, runs `body` to read
-  // (and verify) data, then classifies failures (corrupt files are removed),
-  // touches the file for LRU and counts `bytes` read.
-  using ReadBody = std::function<Status(File* file, BlockHeader& header)>;
+  // Finds the block's open file and checked header (opening and reading it
+  // if not cached), runs `body` to read and verify data, then classifies
+  // failures (corrupt files are removed), touches a newly opened file for
+  // LRU and counts `bytes` read.
+  using ReadBody = std::function<Status(File* file, const BlockHeader& header)>;
   Status ReadVerified(const BlockId& id, uint64_t bytes, bool whole_block, const ReadBody& body);
   void Quarantine(const BlockId& id, File* file, const Status& why);
   void AfterPublish();
@@ -97,6 +99,8 @@ class PosixTier {
   const std::string host_;
   std::atomic<uint64_t> temp_seq_{0};
   std::mutex gc_mu_;  // one eviction pass per process at a time
+
+  OpenBlockCache open_blocks_{64};
 
   std::mutex pending_mu_;
   std::map<BlockId, std::shared_ptr<Pending>> pending_;

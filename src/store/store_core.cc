@@ -111,7 +111,8 @@ Status StoreCore::LoadBlock(const std::vector<ShardIo>& shards) {
   const uint64_t t0 = NowNs();
   const uint64_t bytes = shards.size() * geo.layout.shard_bytes;
   CacheTier::SlotIndex slot;
-  const auto state = cache ? cache->AcquireForRead(id, /*may_allocate=*/posix != nullptr, &slot)
+  const bool promote = posix && config.cache_promote_on_load;
+  const auto state = cache ? cache->AcquireForRead(id, /*may_allocate=*/promote, &slot)
                            : CacheTier::ReadState::kUnavailable;
   if (state == CacheTier::ReadState::kReady) {
     CopyOut(slot, shards);
@@ -130,7 +131,7 @@ Status StoreCore::LoadBlock(const std::vector<ShardIo>& shards) {
     cache->EndLoad(slot, s.ok(), std::move(sums));
     return s;
   }
-  // Posix-only pipeline, or no DRAM slot free: read straight into the caller's memory.
+  // Not promoting (or no DRAM slot free): read straight into the caller's memory.
   for (const ShardIo& s : shards) {
     KVTIER_RETURN_IF_ERROR(posix->ReadShard(id, s.shard, ToIovecs(s)));
   }

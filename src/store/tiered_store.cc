@@ -7,7 +7,12 @@ namespace kvtier {
 Result<std::unique_ptr<Store>> Store::Open(const StoreConfig& config, const BlockLayout& layout,
                                            Env* env) {
   if (!env) {
-    env = config.io_engine == IoEngine::kPsync ? Env::Default() : Env::Uring();
+    // auto: io_uring only for O_DIRECT. Buffered io_uring writes are punted
+    // to kernel worker threads and measured ~6x slower than pwritev on one
+    // thread here (docs/architecture.md).
+    const bool want_uring = config.io_engine == IoEngine::kUring ||
+                            (config.io_engine == IoEngine::kAuto && config.io_direct);
+    env = want_uring ? Env::Uring() : Env::Default();
     if (!env && config.io_engine == IoEngine::kUring) {
       return Status::Unavailable("io_engine: uring requested but the kernel refuses io_uring");
     }

@@ -51,7 +51,9 @@ TEST(CacheEviction, CapacityBelowOneBlockIsRejected) {
 TEST(CacheEviction, PromotedBlocksAreEvictedForNewDumps) {
   TempDir dir;
   const BlockLayout layout{1, 4096};
-  auto store = Store::Open(MakeConfig("Cache|Posix", dir.path(), 2 * 4096), layout);
+  StoreConfig cfg = MakeConfig("Cache|Posix", dir.path(), 2 * 4096);
+  cfg.cache_promote_on_load = true;
+  auto store = Store::Open(cfg, layout);
   ASSERT_TRUE(store.ok());
   const auto ids = MakeIds(5);
   for (const auto& id : ids) {
@@ -64,6 +66,30 @@ TEST(CacheEviction, PromotedBlocksAreEvictedForNewDumps) {
   EXPECT_TRUE(r.status.ok()) << r.status.ToString();
   EXPECT_EQ(ok, std::vector<bool>(5, true));
   EXPECT_LE((*store)->Stats().cache.used_bytes, 2u * 4096);
+  // The last two loaded were promoted: loading them again is served from DRAM.
+  const uint64_t before = (*store)->Stats().cache.load_blocks;
+  LoadAndCheck(store->get(), {ids[3], ids[4]}, &ok);
+  EXPECT_EQ((*store)->Stats().cache.load_blocks, before + 2);
+}
+
+TEST(CacheEviction, WithoutPromotionColdLoadsLeaveDramAlone) {
+  TempDir dir;
+  StoreConfig cfg = MakeConfig("Cache|Posix", dir.path(), 4 * 4096);
+  cfg.cache_promote_on_load = false;
+  auto store = Store::Open(cfg, BlockLayout{1, 4096});
+  ASSERT_TRUE(store.ok());
+  const auto ids = MakeIds(2);
+  ASSERT_TRUE(DumpShards(store->get(), ids, {0}).status.ok());
+  ASSERT_TRUE((*store)->Flush(std::chrono::seconds(10)).ok());
+  (*store)->DropCache();
+  std::vector<bool> ok;
+  LoadAndCheck(store->get(), ids, &ok);
+  LoadAndCheck(store->get(), ids, &ok);
+  EXPECT_EQ(ok, std::vector<bool>(2, true));
+  const StoreStats st = (*store)->Stats();
+  EXPECT_EQ(st.cache.load_blocks, 0u);
+  EXPECT_EQ(st.posix.load_blocks, 4u);
+  EXPECT_EQ(st.cache.used_bytes, 0u);
 }
 
 void SetMtime(const std::string& path, int64_t sec) {

@@ -175,6 +175,50 @@ TEST_P(Corruption, FlippedByteIsDetectedServedAsMissAndRemoved) {
 INSTANTIATE_TEST_SUITE_P(Offsets, Corruption,
                          ::testing::Values(20, 66, 4096 + 17, 4096 + 8192 + 4999));
 
+// Layerwise loads keep a block's file open between shards; bytes that rot
+// after it was opened are still caught, shard by shard.
+TEST(Faults, CorruptionAfterFileWasOpenedIsStillDetected) {
+  TempDir dir;
+  const BlockLayout layout{4, 4096};
+  const auto ids = MakeIds(1);
+  auto store = Store::Open(MakeConfig("Posix", dir.path()), layout);
+  ASSERT_TRUE(store.ok());
+  ASSERT_TRUE(DumpShards(store->get(), ids, {0, 1, 2, 3}).status.ok());
+  auto load_shard = [&](uint32_t shard) {
+    std::vector<uint8_t> buf(4096);
+    TaskResult r = testing::Finish(
+        store->get(), (*store)->Load({ShardIo{ids[0], shard, {Segment{buf.data(), 4096}}}}));
+    return std::make_pair(r, buf);
+  };
+  auto [r0, b0] = load_shard(0);  // opens the file and keeps it open
+  ASSERT_TRUE(r0.status.ok());
+  EXPECT_EQ(b0, testing::ShardBytes(ids[0], 0, 4096));
+  FlipByte(BlockPath(dir.path(), ids[0]), 4096 + 3 * 4096 + 5);  // shard 3's data
+  auto [r1, b1] = load_shard(1);
+  EXPECT_TRUE(r1.status.ok());
+  auto [r3, b3] = load_shard(3);
+  EXPECT_TRUE(r3.status.IsCorruption()) << r3.status.ToString();
+  EXPECT_FALSE(std::filesystem::exists(BlockPath(dir.path(), ids[0])));
+}
+
+// An open block stays readable (and correct) after the path is evicted.
+TEST(Faults, EvictedWhileOpenStillServesTheWholeBlock) {
+  TempDir dir;
+  const auto ids = MakeIds(1);
+  auto store = Store::Open(MakeConfig("Posix", dir.path()), BlockLayout{2, 4096});
+  ASSERT_TRUE(store.ok());
+  ASSERT_TRUE(DumpShards(store->get(), ids, {0, 1}).status.ok());
+  std::vector<uint8_t> buf(4096);
+  ASSERT_TRUE(testing::Finish(store->get(),
+                              (*store)->Load({ShardIo{ids[0], 0, {Segment{buf.data(), 4096}}}}))
+                  .status.ok());
+  std::filesystem::remove(BlockPath(dir.path(), ids[0]));  // another process evicts it
+  TaskResult r = testing::Finish(store->get(),
+                                 (*store)->Load({ShardIo{ids[0], 1, {Segment{buf.data(), 4096}}}}));
+  EXPECT_TRUE(r.status.ok()) << r.status.ToString();
+  EXPECT_EQ(buf, testing::ShardBytes(ids[0], 1, 4096));
+}
+
 TEST(Faults, TruncatedFileIsCorrupt) {
   TempDir dir;
   const auto ids = MakeIds(1);
