@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -54,6 +55,12 @@ void Scatter(const uint8_t* src, std::span<const iovec> dst) {
   }
 }
 
+size_t OpenBlockBudget() {
+  rlimit lim{};
+  if (::getrlimit(RLIMIT_NOFILE, &lim) != 0) return 64;
+  return std::clamp<size_t>(lim.rlim_cur / 4, 16, 1024);
+}
+
 }  // namespace
 
 struct PosixTier::Pending {
@@ -68,7 +75,12 @@ struct PosixTier::Pending {
 
 PosixTier::PosixTier(const StoreConfig& config, const BlockGeometry& geometry, Env* env,
                      TierCounters* counters)
-    : config_(config), geo_(geometry), env_(env), counters_(counters), host_(HostName()) {
+    : config_(config),
+      geo_(geometry),
+      env_(env),
+      counters_(counters),
+      host_(HostName()),
+      open_blocks_(OpenBlockBudget()) {
   counters_->capacity_bytes = config.posix_capacity_bytes;
 }
 

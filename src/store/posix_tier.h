@@ -100,7 +100,8 @@ class PosixTier {
   std::atomic<uint64_t> temp_seq_{0};
   std::mutex gc_mu_;  // one eviction pass per process at a time
 
-  OpenBlockCache open_blocks_{64};
+  // Sized for a layerwise load's blocks, within a quarter of the fd limit.
+  OpenBlockCache open_blocks_;
 
   std::mutex pending_mu_;
   std::map<BlockId, std::shared_ptr<Pending>> pending_;

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <cstring>
 #include <unordered_map>
 
@@ -84,14 +85,30 @@ Result<std::vector<std::vector<ShardIo>>> StoreCore::Validate(std::vector<ShardI
 TaskId StoreCore::Submit(std::vector<std::vector<ShardIo>> groups, bool load) {
   (load ? stats.load_tasks : stats.dump_tasks)++;
   const TaskId task = tasks.Create(groups.size());
-  for (size_t part = 0; part < groups.size(); ++part) {
-    auto self = shared_from_this();
-    fg_pool_->Submit([self, task, part, load, g = std::move(groups[part])](bool cancelled) {
-      const BlockId& id = g.front().block;
-      Status s = cancelled ? Status::Aborted("store shutting down")
-                           : (load ? self->LoadBlock(g) : self->DumpBlock(g));
-      self->tasks.EndPart(task, part, s.ok() ? nullptr : &id, s);
-    });
+  auto groups_ptr = std::make_shared<std::vector<std::vector<ShardIo>>>(std::move(groups));
+  // Jobs of at least kJobBytes (several small shards each), so per-job
+  // overhead stays small next to the copying, and at least one per thread.
+  constexpr uint64_t kJobBytes = 2 << 20;
+  const size_t n = groups_ptr->size();
+  if (n == 0) return task;  // created done
+  const uint64_t per_group =
+      std::max<uint64_t>(1, (*groups_ptr)[0].size() * geo.layout.shard_bytes);
+  const size_t by_bytes = std::max<uint64_t>(1, kJobBytes / per_group);
+  const size_t by_threads = std::max<size_t>(1, (n + config.io_threads - 1) / config.io_threads);
+  const size_t batch = std::min(by_bytes, by_threads);
+  for (size_t first = 0; first < n; first += batch) {
+    const size_t last = std::min(n, first + batch);
+    fg_pool_->Submit(
+        [self = shared_from_this(), groups_ptr, task, first, last, load](bool cancelled) {
+          std::vector<TaskTable::Failure> failures;
+          for (size_t part = first; part < last; ++part) {
+            const auto& g = (*groups_ptr)[part];
+            Status s = cancelled ? Status::Aborted("store shutting down")
+                                 : (load ? self->LoadBlock(g) : self->DumpBlock(g));
+            if (!s.ok()) failures.push_back({part, g.front().block, s});
+          }
+          self->tasks.EndParts(task, last - first, std::move(failures));
+        });
   }
   return task;
 }

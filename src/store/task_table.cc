@@ -15,17 +15,18 @@ TaskId TaskTable::Create(size_t parts) {
   return id;
 }
 
-void TaskTable::EndPart(TaskId task, size_t part, const BlockId* failed, const Status& why) {
+void TaskTable::EndParts(TaskId task, size_t parts, std::vector<Failure> failures) {
   std::lock_guard lk(mu_);
   auto it = tasks_.find(task);
   if (it == tasks_.end()) return;
   Task& t = it->second;
-  if (failed) {
-    t.failed.emplace_back(part, *failed);
-    stats_->failed_blocks++;
-    if (t.first_error.ok()) t.first_error = why;
+  stats_->failed_blocks += failures.size();
+  for (Failure& f : failures) {
+    if (t.first_error.ok()) t.first_error = f.why;
+    t.failed.push_back(std::move(f));
   }
-  if (--t.remaining == 0) {
+  t.remaining -= parts;
+  if (t.remaining == 0) {
     stats_->RecordTaskLatency(NowNs() - t.start_ns);
     done_cv_.notify_all();
   }
@@ -35,9 +36,9 @@ void TaskTable::Take(std::unordered_map<TaskId, Task>::iterator it, TaskResult* 
   Task& t = it->second;
   if (result) {
     std::sort(t.failed.begin(), t.failed.end(),
-              [](const auto& a, const auto& b) { return a.first < b.first; });
+              [](const Failure& a, const Failure& b) { return a.part < b.part; });
     result->failed_blocks.clear();
-    for (const auto& [part, id] : t.failed) result->failed_blocks.push_back(id);
+    for (const Failure& f : t.failed) result->failed_blocks.push_back(f.block);
     result->status =
         result->failed_blocks.empty()
             ? Status::OK()

@@ -1,7 +1,7 @@
 // TaskTable: the asynchronous Load/Dump tasks of one store.
 //
-// A task is split into parts (one per block); each part reports its failed
-// blocks when it ends. The task is done when every part has ended. Wait and
+// A task is split into parts (one per block); parts end in batches, each
+// reporting which of its blocks failed. The task is done when every part has ended. Wait and
 // Check hand the result out exactly once, then forget the task.
 #pragma once
 
@@ -21,9 +21,14 @@ class TaskTable {
   explicit TaskTable(StatsCounters* stats) : stats_(stats) {}
 
   TaskId Create(size_t parts);
-  // Ends part number `part` of `task`; `failed` names that part's block if it
-  // failed. Failures are reported in part order, whatever order parts end in.
-  void EndPart(TaskId task, size_t part, const BlockId* failed, const Status& why);
+  struct Failure {
+    size_t part;
+    BlockId block;
+    Status why;
+  };
+  // Ends `parts` parts of `task`, of which `failures` failed. Failures are
+  // reported in part order, whatever order parts end in.
+  void EndParts(TaskId task, size_t parts, std::vector<Failure> failures);
 
   Status Wait(TaskId task, std::chrono::milliseconds timeout, TaskResult* result);
   Status Check(TaskId task, bool* done, TaskResult* result);
@@ -31,7 +36,7 @@ class TaskTable {
  private:
   struct Task {
     size_t remaining = 0;
-    std::vector<std::pair<size_t, BlockId>> failed;  // (part, block)
+    std::vector<Failure> failed;
     Status first_error;
     uint64_t start_ns = 0;
   };
