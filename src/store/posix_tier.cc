@@ -71,6 +71,7 @@ struct PosixTier::Pending {
   std::vector<bool> have;
   uint32_t count = 0;
   bool failed = false;
+  uint64_t last_write_ns = 0;  // steady clock; for abandoning stalled blocks
 };
 
 PosixTier::PosixTier(const StoreConfig& config, const BlockGeometry& geometry, Env* env,
@@ -324,6 +325,7 @@ Status PosixTier::WriteShard(const BlockId& id, uint32_t shard, std::span<const 
     if (it != pending_.end()) {
       p = it->second;
     } else {
+      AbandonStalledLocked();
       p = std::make_shared<Pending>();
       p->checksums.assign(geo_.layout.num_shards, 0);
       p->have.assign(geo_.layout.num_shards, false);
@@ -337,6 +339,7 @@ Status PosixTier::WriteShard(const BlockId& id, uint32_t shard, std::span<const 
     }
   }
   std::lock_guard plk(p->mu);  // shards of one block are written one at a time
+  p->last_write_ns = NowNs();
   if (p->failed) return Status::Aborted("block " + id.ToHex() + ": an earlier shard failed");
   if (p->have[shard]) return Status::OK();
   const uint64_t offset = geo_.header_bytes + geo_.shard_offset(shard);
@@ -408,6 +411,26 @@ Result<uint64_t> PosixTier::UpdateSharedUsage(int64_t delta, bool set) {
   if (!s.ok()) return s;
   counters_->used_bytes = total;
   return total;
+}
+
+void PosixTier::AbandonStalledLocked() {
+  // A block whose remaining shards never come (the request was aborted
+  // mid-save) must not hold a descriptor and a temporary file forever.
+  const uint64_t now = NowNs();
+  const uint64_t max_age = uint64_t(config_.tmp_max_age_s) * 1000000000;
+  for (auto it = pending_.begin(); it != pending_.end();) {
+    std::shared_ptr<Pending> p = it->second;
+    std::unique_lock plk(p->mu, std::try_to_lock);  // busy means not stalled
+    if (plk.owns_lock() && p->last_write_ns && now - p->last_write_ns > max_age) {
+      p->failed = true;
+      if (p->file) p->file->Close();
+      p->file.reset();
+      env_->Unlink(p->tmp);
+      it = pending_.erase(it);
+    } else {
+      ++it;
+    }
+  }
 }
 
 void PosixTier::AfterPublish() {

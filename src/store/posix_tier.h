@@ -87,6 +87,8 @@ class PosixTier {
   Status ReadVerified(const BlockId& id, uint64_t bytes, bool whole_block, const ReadBody& body);
   void Quarantine(const BlockId& id, File* file, const Status& why);
   void AfterPublish();
+  // Drops partial blocks with no shard written for tmp_max_age_s. Requires pending_mu_.
+  void AbandonStalledLocked();
   // Adds `delta` to (or, with `set`, overwrites) the usage counter shared by
   // every process on the root; returns the new total.
   Result<uint64_t> UpdateSharedUsage(int64_t delta, bool set);

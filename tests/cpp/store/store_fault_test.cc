@@ -219,6 +219,23 @@ TEST(Faults, EvictedWhileOpenStillServesTheWholeBlock) {
   EXPECT_EQ(buf, testing::ShardBytes(ids[0], 1, 4096));
 }
 
+// A partial block whose other shards never come (an aborted request) does
+// not keep its temporary file and descriptor forever.
+TEST(Faults, StalledPartialBlockIsAbandoned) {
+  TempDir dir;
+  StoreConfig cfg = MakeConfig("Posix", dir.path());
+  cfg.tmp_max_age_s = 0;  // anything not being written right now is stalled
+  auto store = Store::Open(cfg, BlockLayout{2, 4096});
+  ASSERT_TRUE(store.ok());
+  const auto ids = MakeIds(2);
+  ASSERT_TRUE(DumpShards(store->get(), {ids[0]}, {0}).status.ok());
+  EXPECT_EQ(CountFiles(dir.path(), ".tmp."), 1u);
+  std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  ASSERT_TRUE(DumpShards(store->get(), {ids[1]}, {0, 1}).status.ok());
+  EXPECT_EQ(CountFiles(dir.path(), ".tmp."), 0u) << "stalled partial block kept its temp file";
+  EXPECT_EQ((*store)->Lookup(ids), (std::vector<bool>{false, true}));
+}
+
 TEST(Faults, TruncatedFileIsCorrupt) {
   TempDir dir;
   const auto ids = MakeIds(1);

@@ -1,0 +1,303 @@
+#include "net/http_server.h"
+
+#include <sys/socket.h>
+
+#include <array>
+#include <cerrno>
+#include <cstdio>
+
+#include <boost/asio/write.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/string_body.hpp>
+
+#include "net/openai_error.h"
+
+namespace kvtier::net {
+
+namespace beast = boost::beast;
+namespace http = beast::http;
+
+namespace {
+
+// Watches a client socket for EOF/reset while a handler runs. Shared with the
+// pending async_wait so a late completion after the handler finished is inert.
+struct ClientWatch {
+  bool active = true;
+  bool armed = false;
+  bool gone = false;
+  tcp::socket* socket = nullptr;
+  std::function<void()> on_gone;
+};
+
+void ArmWatch(const std::shared_ptr<ClientWatch>& watch) {
+  watch->armed = true;
+  watch->socket->async_wait(tcp::socket::wait_read, [watch](boost::system::error_code ec) {
+    watch->armed = false;
+    if (!watch->active) return;
+    if (!ec) {
+      char byte;
+      ssize_t n = ::recv(watch->socket->native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+      if (n > 0) return;  // a pipelined request, not a hang-up: stop watching
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        ArmWatch(watch);  // spurious wake-up
+        return;
+      }
+    }
+    watch->gone = true;
+    if (auto fn = std::move(watch->on_gone)) fn();
+  });
+}
+
+std::string StatusLine(unsigned status) {
+  std::string line = "HTTP/1.1 " + std::to_string(status) + " ";
+  line.append(http::obsolete_reason(http::int_to_status(status)));
+  line.append("\r\n");
+  return line;
+}
+
+}  // namespace
+
+struct ServerExchange::Impl {
+  beast::tcp_stream& stream;
+  http::request<http::string_body>& request;
+  size_t worker;
+  Duration write_timeout;
+  bool keep_alive;
+  bool started = false;
+  bool chunked = false;
+  bool failed = false;  // a write failed: the connection must not be reused
+  std::shared_ptr<ClientWatch> watch;
+
+  // Gather-writes up to three pieces (empty ones are skipped by the write).
+  Task<Status> Write(asio::const_buffer a, asio::const_buffer b = {}, asio::const_buffer c = {}) {
+    boost::system::error_code ec;
+    stream.expires_after(write_timeout);
+    std::array<asio::const_buffer, 3> buffers = {a, b, c};
+    co_await asio::async_write(stream, buffers, Await(ec));
+    if (ec) {
+      failed = true;
+      co_return Status::IOError("write to client: " + ec.message());
+    }
+    co_return Status::OK();
+  }
+
+  std::string Head(unsigned status, std::string_view content_type, std::string_view extra,
+                   const std::string& length_line) {
+    std::string head = StatusLine(status);
+    head.append("Content-Type: ").append(content_type).append("\r\n");
+    head.append(length_line);
+    if (!keep_alive) head.append("Connection: close\r\n");
+    head.append(extra).append("\r\n");
+    return head;
+  }
+};
+
+std::string_view ServerExchange::method() const { return impl_->request.method_string(); }
+std::string_view ServerExchange::target() const { return impl_->request.target(); }
+std::string_view ServerExchange::path() const {
+  std::string_view t = target();
+  return t.substr(0, t.find('?'));
+}
+std::string_view ServerExchange::body() const { return impl_->request.body(); }
+std::string_view ServerExchange::Header(std::string_view name) const {
+  auto it = impl_->request.find(name);
+  return it == impl_->request.end() ? std::string_view() : it->value();
+}
+HeaderList ServerExchange::Headers() const {
+  HeaderList headers;
+  for (const auto& field : impl_->request) {
+    headers.emplace_back(std::string(field.name_string()), std::string(field.value()));
+  }
+  return headers;
+}
+size_t ServerExchange::worker() const { return impl_->worker; }
+asio::any_io_executor ServerExchange::executor() const { return impl_->stream.get_executor(); }
+bool ServerExchange::client_gone() const { return impl_->watch && impl_->watch->gone; }
+bool ServerExchange::response_started() const { return impl_->started; }
+
+Task<Status> ServerExchange::Respond(unsigned status, std::string_view content_type,
+                                     std::string_view body, std::string_view extra_headers) {
+  if (impl_->started) co_return Status::InvalidArgument("response already started");
+  impl_->started = true;
+  std::string head = impl_->Head(status, content_type, extra_headers,
+                                 "Content-Length: " + std::to_string(body.size()) + "\r\n");
+  co_return co_await impl_->Write(asio::buffer(head), asio::buffer(body.data(), body.size()));
+}
+
+Task<Status> ServerExchange::BeginStream(unsigned status, std::string_view content_type,
+                                         std::string_view extra_headers) {
+  if (impl_->started) co_return Status::InvalidArgument("response already started");
+  impl_->started = true;
+  impl_->chunked = true;
+  std::string head =
+      impl_->Head(status, content_type, extra_headers, "Transfer-Encoding: chunked\r\n");
+  co_return co_await impl_->Write(asio::buffer(head));
+}
+
+Task<Status> ServerExchange::WriteChunk(std::string_view data) {
+  if (!impl_->chunked) co_return Status::InvalidArgument("not streaming");
+  if (data.empty()) co_return Status::OK();  // an empty chunk would end the stream
+  char size_line[24];
+  int n = std::snprintf(size_line, sizeof size_line, "%zx\r\n", data.size());
+  co_return co_await impl_->Write(asio::buffer(size_line, static_cast<size_t>(n)),
+                                  asio::buffer(data.data(), data.size()), asio::buffer("\r\n", 2));
+}
+
+Task<Status> ServerExchange::EndStream() {
+  if (!impl_->chunked) co_return Status::InvalidArgument("not streaming");
+  impl_->chunked = false;
+  co_return co_await impl_->Write(asio::buffer("0\r\n\r\n", 5));
+}
+
+void ServerExchange::OnClientGone(std::function<void()> on_gone) {
+  auto& watch = impl_->watch;
+  if (!watch) {
+    watch = std::make_shared<ClientWatch>();
+    watch->socket = &impl_->stream.socket();
+  }
+  if (watch->gone) {
+    on_gone();
+    return;
+  }
+  watch->on_gone = std::move(on_gone);
+  if (!watch->armed) ArmWatch(watch);
+}
+
+struct HttpServer::Worker {
+  size_t index = 0;
+  asio::io_context context{1};
+  tcp::acceptor acceptor{context};
+};
+
+HttpServer::HttpServer(ServerOptions options, Handler handler)
+    : options_(std::move(options)), handler_(std::move(handler)) {}
+
+HttpServer::~HttpServer() { Stop(); }
+
+asio::io_context& HttpServer::worker_context(size_t i) { return workers_.at(i)->context; }
+
+Status HttpServer::Start() {
+  boost::system::error_code ec;
+  auto address = asio::ip::make_address(options_.host, ec);
+  if (ec) return Status::InvalidArgument("bad listen address '" + options_.host + "'");
+  port_ = options_.port;
+  int threads = options_.threads < 1 ? 1 : options_.threads;
+  for (int i = 0; i < threads; ++i) {
+    auto worker = std::make_unique<Worker>();
+    worker->index = static_cast<size_t>(i);
+    tcp::endpoint endpoint(address, port_);
+    auto& acceptor = worker->acceptor;
+    acceptor.open(endpoint.protocol(), ec);
+    if (!ec) acceptor.set_option(asio::socket_base::reuse_address(true), ec);
+    // Every worker listens on the same port; the kernel spreads connections.
+    if (!ec)
+      acceptor.set_option(asio::detail::socket_option::boolean<SOL_SOCKET, SO_REUSEPORT>(true), ec);
+    if (!ec) acceptor.bind(endpoint, ec);
+    if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
+    if (ec) {
+      workers_.clear();
+      return Status::IOError("listen on " + options_.host + ":" + std::to_string(port_) + ": " +
+                             ec.message());
+    }
+    port_ = acceptor.local_endpoint().port();
+    workers_.push_back(std::move(worker));
+  }
+  for (auto& worker : workers_) {
+    asio::co_spawn(worker->context, AcceptLoop(*worker), asio::detached);
+    threads_.emplace_back([w = worker.get()] { w->context.run(); });
+  }
+  started_ = true;
+  return Status::OK();
+}
+
+void HttpServer::Stop(const std::function<void()>& before_teardown) {
+  if (!started_) return;
+  started_ = false;
+  for (auto& worker : workers_) worker->context.stop();
+  for (auto& thread : threads_) thread.join();
+  threads_.clear();
+  if (before_teardown) before_teardown();
+  workers_.clear();  // destroys pending sessions with their io_context
+}
+
+Task<void> HttpServer::AcceptLoop(Worker& worker) {
+  for (;;) {
+    boost::system::error_code ec;
+    tcp::socket socket = co_await worker.acceptor.async_accept(Await(ec));
+    if (ec == asio::error::operation_aborted || !worker.acceptor.is_open()) co_return;
+    if (ec) continue;  // e.g. EMFILE: keep serving the connections we have
+    asio::co_spawn(worker.context, Session(worker, std::move(socket)), asio::detached);
+  }
+}
+
+namespace {
+// Answers a request the server rejected before the handler saw it, then
+// drains what the client is still sending so that closing does not reset the
+// connection before the client has read the answer.
+Task<void> RejectAndClose(beast::tcp_stream& stream, unsigned status, std::string_view message) {
+  std::string body = OpenAiErrorBody(message, OpenAiErrorType(status), status);
+  std::string reply = StatusLine(status) +
+                      "Content-Type: application/json\r\nConnection: close\r\nContent-Length: " +
+                      std::to_string(body.size()) + "\r\n\r\n" + body;
+  boost::system::error_code ec;
+  stream.expires_after(std::chrono::seconds(5));
+  co_await asio::async_write(stream, asio::buffer(reply), Await(ec));
+  stream.socket().shutdown(tcp::socket::shutdown_send, ec);
+  std::array<char, 16 * 1024> sink;
+  for (int i = 0; i < 4096 && !ec; ++i) {
+    stream.expires_after(std::chrono::milliseconds(500));
+    co_await stream.async_read_some(asio::buffer(sink), Await(ec));
+  }
+}
+}  // namespace
+
+Task<void> HttpServer::Session(Worker& worker, tcp::socket socket) {
+  boost::system::error_code ec;
+  socket.set_option(tcp::no_delay(true), ec);
+  beast::tcp_stream stream(std::move(socket));
+  beast::flat_buffer buffer;
+  for (;;) {
+    http::request_parser<http::string_body> parser;
+    parser.body_limit(options_.max_body_bytes);
+    stream.expires_after(options_.idle_timeout);
+    co_await http::async_read(stream, buffer, parser, Await(ec));
+    if (ec == http::error::body_limit) {
+      co_await RejectAndClose(
+          stream, 413,
+          "request body exceeds " + std::to_string(options_.max_body_bytes) + " bytes");
+      co_return;
+    }
+    if (ec) {
+      if (parser.got_some() && ec != beast::error::timeout && ec != http::error::partial_message) {
+        co_await RejectAndClose(stream, 400, "malformed HTTP request: " + ec.message());
+      }
+      break;
+    }
+    auto& request = parser.get();
+    ServerExchange::Impl impl{stream, request, worker.index, options_.write_timeout,
+                              request.keep_alive()};
+    ServerExchange exchange(&impl);
+    bool threw = false;
+    try {
+      co_await handler_(exchange);
+    } catch (const std::exception&) {
+      threw = true;  // handlers should not throw; keep serving other clients
+    }
+    if (impl.watch) {
+      impl.watch->active = false;
+      if (impl.watch->armed) stream.socket().cancel(ec);
+    }
+    if (!impl.started && !exchange.client_gone()) {
+      std::string body =
+          OpenAiErrorBody(threw ? "internal error" : "no response", "server_error", 500);
+      co_await exchange.Respond(500, "application/json", body);
+    }
+    if (impl.failed || impl.chunked || exchange.client_gone() || !impl.keep_alive) break;
+  }
+  stream.socket().shutdown(tcp::socket::shutdown_both, ec);
+  stream.close();
+}
+
+}  // namespace kvtier::net

@@ -1,0 +1,331 @@
+#include "proxy/proxy_server.h"
+
+#include <cstdio>
+#include <random>
+
+#include <nlohmann/json.hpp>
+
+#include "net/openai_error.h"
+#include "proxy/health_checker.h"
+#include "proxy/request_rewrite.h"
+
+namespace kvtier::proxy {
+
+namespace {
+
+double SecondsSince(net::Clock::time_point start) {
+  return std::chrono::duration<double>(net::Clock::now() - start).count();
+}
+
+// Records a request's duration however its handler exits.
+struct DurationGuard {
+  Histogram& histogram;
+  net::Clock::time_point start = net::Clock::now();
+  ~DurationGuard() { histogram.Observe(SecondsSince(start)); }
+};
+
+// The client's X-Request-Id when it is a plain token, else a fresh random one.
+std::string RequestId(std::string_view given) {
+  bool usable = !given.empty() && given.size() <= 128;
+  for (char c : given) usable = usable && c > 0x20 && c < 0x7f;
+  if (usable) return std::string(given);
+  thread_local std::mt19937_64 rng(std::random_device{}());
+  char id[40];
+  std::snprintf(id, sizeof id, "kvtier-%016llx%08llx", static_cast<unsigned long long>(rng()),
+                static_cast<unsigned long long>(rng() & 0xffffffffULL));
+  return id;
+}
+
+std::string ContentType(const net::ResponseHead& head) {
+  std::string_view type = head.Header("Content-Type");
+  return type.empty() ? "application/json" : std::string(type);
+}
+
+}  // namespace
+
+Result<std::unique_ptr<ProxyServer>> ProxyServer::Create(ProxyOptions options) {
+  Result<BackendEndpoints> endpoints = Validate(options);
+  if (!endpoints.ok()) return endpoints.status();
+  return std::unique_ptr<ProxyServer>(new ProxyServer(std::move(options), *endpoints));
+}
+
+ProxyServer::ProxyServer(ProxyOptions options, const BackendEndpoints& endpoints)
+    : options_(std::move(options)), backends_(endpoints.prefill, endpoints.decode) {}
+
+ProxyServer::~ProxyServer() { Stop(); }
+
+Status ProxyServer::Start() {
+  net::ServerOptions server_options;
+  server_options.host = options_.host;
+  server_options.port = options_.port;
+  server_options.threads = options_.threads;
+  server_options.max_body_bytes = options_.max_body_bytes;
+  pools_.resize(static_cast<size_t>(options_.threads));
+  server_ = std::make_unique<net::HttpServer>(
+      server_options, [this](net::ServerExchange& exchange) { return Handle(exchange); });
+  KVTIER_RETURN_IF_ERROR(server_->Start());
+  if (options_.health_interval.count() > 0) {
+    net::asio::co_spawn(server_->worker_context(0),
+                        RunHealthChecks(backends_, options_.health_interval,
+                                        options_.health_timeout, options_.retry_after),
+                        net::asio::detached);
+  }
+  return Status::OK();
+}
+
+void ProxyServer::Stop() {
+  // Pooled connections belong to the workers' io_contexts: drop them after
+  // the workers stopped but before their io_contexts are destroyed.
+  if (server_) server_->Stop([this] { pools_.clear(); });
+}
+
+UpstreamPool& ProxyServer::PoolFor(net::ServerExchange& exchange) {
+  // Only this worker's thread touches its slot, so lazy creation needs no lock.
+  auto& pool = pools_[exchange.worker()];
+  if (!pool) {
+    pool = std::make_unique<UpstreamPool>(exchange.executor(), options_.max_idle_per_backend);
+  }
+  return *pool;
+}
+
+net::Task<void> ProxyServer::RespondError(net::ServerExchange& exchange, Route route,
+                                          ErrorKind kind, unsigned status,
+                                          const std::string& message,
+                                          const std::string& extra_headers) {
+  metrics_.CountError(route, kind);
+  if (exchange.client_gone() || exchange.response_started()) co_return;
+  co_await exchange.Respond(status, "application/json",
+                            net::OpenAiErrorBody(message, net::OpenAiErrorType(status), status),
+                            extra_headers);
+}
+
+net::Task<void> ProxyServer::Handle(net::ServerExchange& exchange) {
+  std::string_view path = exchange.path();
+  Route route = Route::kOther;
+  std::string_view method = "GET";
+  if (path == "/v1/completions") {
+    route = Route::kCompletions, method = "POST";
+  } else if (path == "/v1/chat/completions") {
+    route = Route::kChat, method = "POST";
+  } else if (path == "/v1/models") {
+    route = Route::kModels;
+  } else if (path == "/health") {
+    route = Route::kHealth;
+  } else if (path == "/metrics") {
+    route = Route::kMetrics;
+  }
+  metrics_.CountRequest(route);
+  DurationGuard timing{metrics_.request_seconds(route)};
+  if (route == Route::kOther) {
+    co_await RespondError(exchange, route, ErrorKind::kBadRequest, 404,
+                          "no route for " + std::string(path));
+  } else if (exchange.method() != method) {
+    co_await RespondError(exchange, route, ErrorKind::kBadRequest, 405,
+                          std::string(path) + " accepts only " + std::string(method));
+  } else if (route == Route::kCompletions || route == Route::kChat) {
+    co_await HandleCompletion(exchange, route);
+  } else if (route == Route::kModels) {
+    co_await HandleModels(exchange);
+  } else if (route == Route::kHealth) {
+    int prefill = backends_.HealthyCount(Role::kPrefill);
+    int decode = backends_.HealthyCount(Role::kDecode);
+    bool ok = prefill > 0 && decode > 0;
+    nlohmann::json body = {{"status", ok ? "ok" : "unavailable"},
+                           {"prefill_healthy", prefill},
+                           {"decode_healthy", decode}};
+    co_await exchange.Respond(ok ? 200 : 503, "application/json", body.dump());
+  } else {
+    co_await exchange.Respond(200, "text/plain; version=0.0.4", MetricsText());
+  }
+}
+
+net::Task<void> ProxyServer::HandleCompletion(net::ServerExchange& exchange, Route route) {
+  const std::string rid = RequestId(exchange.Header("X-Request-Id"));
+  const std::string rid_header = "X-Request-Id: " + rid + "\r\n";
+  Result<CompletionRequest> request =
+      ParseCompletionRequest(exchange.body(), route == Route::kChat);
+  if (!request.ok()) {
+    co_await RespondError(exchange, route, ErrorKind::kBadRequest, 400, request.status().message(),
+                          rid_header);
+    co_return;
+  }
+  UpstreamPool& pool = PoolFor(exchange);
+  net::HttpConnection* active = nullptr;  // the upstream connection in use, if any
+  exchange.OnClientGone([&active] {
+    if (active) active->Close();
+  });
+  net::HeaderList headers = {{"Content-Type", "application/json"}, {"X-Request-Id", rid}};
+  if (auto auth = exchange.Header("Authorization"); !auth.empty()) {
+    headers.emplace_back("Authorization", std::string(auth));
+  }
+  const std::string target(exchange.path());
+  std::string last_error = "every backend is out of rotation";
+
+  // Prefill leg: the whole prompt, one output token, KV kept for the decoder.
+  const std::string prefill_body = PrefillBody(*request);
+  std::optional<std::string> prefill_answer;
+  std::vector<Backend*> tried;
+  for (int attempt = 0; attempt < options_.max_attempts && !prefill_answer; ++attempt) {
+    Backend* backend = backends_.Pick(Role::kPrefill, tried);
+    if (backend == nullptr) break;
+    if (attempt > 0) metrics_.CountRetry();
+    tried.push_back(backend);
+    Lease lease(backend, request->prompt_tokens);
+    const auto start = net::Clock::now();
+    Result<UpstreamResponse> reply =
+        co_await SendUpstream(pool, backend->endpoint(), {"POST", target, &headers, prefill_body},
+                              options_.connect_timeout, options_.prefill_timeout, &active);
+    Result<std::string> body = reply.status();
+    if (reply.ok()) {
+      active = reply->connection.get();
+      body = co_await reply->connection->ReadRest(options_.max_response_bytes,
+                                                  options_.prefill_timeout);
+    }
+    active = nullptr;
+    if (exchange.client_gone()) {
+      metrics_.CountError(route, ErrorKind::kClientGone);
+      co_return;
+    }
+    if (!body.ok() || reply->head.status >= 500) {
+      last_error =
+          backend->name() + ": " +
+          (body.ok() ? "HTTP " + std::to_string(reply->head.status) : body.status().ToString());
+      backend->MarkFailed(net::Clock::now(), options_.retry_after);
+      continue;
+    }
+    pool.Release(std::move(reply->connection));
+    if (reply->head.status != 200) {  // the engine rejected the request itself
+      metrics_.CountError(route, ErrorKind::kUpstream);
+      co_await exchange.Respond(reply->head.status, ContentType(reply->head), *body, rid_header);
+      co_return;
+    }
+    metrics_.prefill_seconds().Observe(SecondsSince(start));
+    prefill_answer = std::move(*body);
+  }
+  if (!prefill_answer) {
+    co_await RespondError(exchange, route, ErrorKind::kNoBackend, 503,
+                          "no prefill backend available (last error: " + last_error + ")",
+                          rid_header);
+    co_return;
+  }
+
+  // Decode leg: the client's request plus the prefill's kv_transfer_params.
+  const std::string decode_body = DecodeBody(*request, *prefill_answer);
+  tried.clear();
+  last_error = "every backend is out of rotation";
+  for (int attempt = 0; attempt < options_.max_attempts; ++attempt) {
+    Backend* backend = backends_.Pick(Role::kDecode, tried);
+    if (backend == nullptr) break;
+    if (attempt > 0) metrics_.CountRetry();
+    tried.push_back(backend);
+    Lease lease(backend, request->prompt_tokens + request->max_tokens);
+    const auto start = net::Clock::now();
+    Result<UpstreamResponse> reply =
+        co_await SendUpstream(pool, backend->endpoint(), {"POST", target, &headers, decode_body},
+                              options_.connect_timeout, options_.decode_timeout, &active);
+    if (exchange.client_gone()) {
+      metrics_.CountError(route, ErrorKind::kClientGone);
+      co_return;
+    }
+    if (!reply.ok() || reply->head.status >= 500) {
+      last_error =
+          backend->name() + ": " +
+          (reply.ok() ? "HTTP " + std::to_string(reply->head.status) : reply.status().ToString());
+      backend->MarkFailed(net::Clock::now(), options_.retry_after);
+      continue;
+    }
+    metrics_.decode_first_byte_seconds().Observe(SecondsSince(start));
+    ConnectionPtr conn = std::move(reply->connection);
+    active = conn.get();
+    const unsigned status = reply->head.status;
+    if (!request->stream || status != 200) {
+      Result<std::string> body =
+          co_await conn->ReadRest(options_.max_response_bytes, options_.decode_timeout);
+      active = nullptr;
+      if (exchange.client_gone()) {
+        metrics_.CountError(route, ErrorKind::kClientGone);
+        co_return;
+      }
+      if (!body.ok()) {  // nothing sent to the client yet: try another decoder
+        last_error = backend->name() + ": " + body.status().ToString();
+        backend->MarkFailed(net::Clock::now(), options_.retry_after);
+        continue;
+      }
+      pool.Release(std::move(conn));
+      if (status != 200) metrics_.CountError(route, ErrorKind::kUpstream);
+      co_await exchange.Respond(status, ContentType(reply->head), *body, rid_header);
+      co_return;
+    }
+    // Stream the SSE bytes through as they come; past this point a failure
+    // cannot be hidden from the client, so it ends the response abruptly.
+    Status sent = co_await exchange.BeginStream(200, ContentType(reply->head), rid_header);
+    bool complete = false;
+    std::string piece;
+    piece.reserve(16 * 1024);
+    while (sent.ok()) {
+      piece.clear();
+      Result<bool> more = co_await conn->ReadSome(piece, options_.decode_timeout);
+      if (!more.ok()) {
+        if (!exchange.client_gone()) {
+          backend->MarkFailed(net::Clock::now(), options_.retry_after);
+          metrics_.CountError(route, ErrorKind::kUpstream);
+        }
+        break;
+      }
+      if (!*more) {
+        sent = co_await exchange.EndStream();
+        complete = sent.ok();
+        break;
+      }
+      sent = co_await exchange.WriteChunk(piece);
+    }
+    active = nullptr;
+    if (!sent.ok() || exchange.client_gone()) metrics_.CountError(route, ErrorKind::kClientGone);
+    if (complete) {
+      pool.Release(std::move(conn));
+    } else {
+      conn->Close();
+    }
+    co_return;
+  }
+  co_await RespondError(exchange, route, ErrorKind::kNoBackend, 503,
+                        "no decode backend available (last error: " + last_error + ")", rid_header);
+}
+
+net::Task<void> ProxyServer::HandleModels(net::ServerExchange& exchange) {
+  UpstreamPool& pool = PoolFor(exchange);
+  net::HttpConnection* active = nullptr;
+  exchange.OnClientGone([&active] {
+    if (active) active->Close();
+  });
+  const net::HeaderList headers;
+  std::vector<Backend*> tried;
+  for (int attempt = 0; attempt < options_.max_attempts; ++attempt) {
+    Backend* backend = backends_.Pick(Role::kDecode, tried);
+    if (backend == nullptr) backend = backends_.Pick(Role::kPrefill, tried);
+    if (backend == nullptr) break;
+    tried.push_back(backend);
+    Result<UpstreamResponse> reply =
+        co_await SendUpstream(pool, backend->endpoint(), {"GET", "/v1/models", &headers, {}},
+                              options_.connect_timeout, options_.health_timeout, &active);
+    Result<std::string> body = reply.status();
+    if (reply.ok()) {
+      active = reply->connection.get();
+      body = co_await reply->connection->ReadRest(options_.max_response_bytes,
+                                                  options_.health_timeout);
+    }
+    active = nullptr;
+    if (exchange.client_gone()) co_return;
+    if (!body.ok() || reply->head.status >= 500) {
+      backend->MarkFailed(net::Clock::now(), options_.retry_after);
+      continue;
+    }
+    pool.Release(std::move(reply->connection));
+    co_await exchange.Respond(reply->head.status, ContentType(reply->head), *body);
+    co_return;
+  }
+  co_await RespondError(exchange, Route::kModels, ErrorKind::kNoBackend, 503,
+                        "no backend available");
+}
+
+}  // namespace kvtier::proxy

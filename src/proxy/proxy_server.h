@@ -1,0 +1,65 @@
+// ProxyServer: kvtier-proxy, the PD (prefill/decode) load-balancing proxy.
+//
+// Contract: serves the OpenAI API on options.host:port.
+//  * POST /v1/completions, /v1/chat/completions: validate the body (4xx with
+//    an OpenAI-style error otherwise), send PrefillBody() to the least-loaded
+//    prefill backend, then DecodeBody() (carrying the kv_transfer_params the
+//    prefill answer returned) to the least-loaded decode backend, and relay
+//    the decode answer: SSE bytes unchanged as they arrive, or the JSON. Both
+//    legs carry the client's X-Request-Id (one is generated when absent or
+//    unusable), which is also echoed in the response.
+//  * A backend that refuses, resets, times out or answers 5xx is taken out
+//    of rotation and the leg is retried on another one (max_attempts in
+//    all), as long as nothing was streamed to the client yet. A 4xx from a
+//    backend is the client's problem and is passed through. No available
+//    backend: 503.
+//  * A client that disconnects has its upstream connections closed at once.
+//  * GET /v1/models is forwarded to an available backend; GET /health is
+//    200 while at least one prefill and one decode backend are healthy;
+//    GET /metrics is Prometheus text (ProxyMetrics).
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kvtier/status.h"
+#include "net/http_server.h"
+#include "proxy/backend_set.h"
+#include "proxy/proxy_metrics.h"
+#include "proxy/proxy_options.h"
+#include "proxy/upstream_pool.h"
+
+namespace kvtier::proxy {
+
+class ProxyServer {
+ public:
+  // Validates `options` (see proxy_options.h).
+  static Result<std::unique_ptr<ProxyServer>> Create(ProxyOptions options);
+  ~ProxyServer();
+
+  Status Start();
+  void Stop();
+  uint16_t port() const { return server_ ? server_->port() : 0; }
+  BackendSet& backends() { return backends_; }
+  std::string MetricsText() const { return metrics_.Render(backends_); }
+
+ private:
+  ProxyServer(ProxyOptions options, const BackendEndpoints& endpoints);
+
+  net::Task<void> Handle(net::ServerExchange& exchange);
+  net::Task<void> HandleCompletion(net::ServerExchange& exchange, Route route);
+  net::Task<void> HandleModels(net::ServerExchange& exchange);
+  net::Task<void> RespondError(net::ServerExchange& exchange, Route route, ErrorKind kind,
+                               unsigned status, const std::string& message,
+                               const std::string& extra_headers = {});
+  UpstreamPool& PoolFor(net::ServerExchange& exchange);
+
+  ProxyOptions options_;
+  BackendSet backends_;
+  ProxyMetrics metrics_;
+  std::vector<std::unique_ptr<UpstreamPool>> pools_;  // one per worker, made on first use
+  std::unique_ptr<net::HttpServer> server_;           // last: stopped before the rest dies
+};
+
+}  // namespace kvtier::proxy

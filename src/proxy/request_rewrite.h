@@ -1,0 +1,48 @@
+// The JSON side of the PD flow: validate a client's completion request and
+// derive the prefill and decode bodies from it.
+//
+// Contract:
+//  * ParseCompletionRequest accepts a JSON object with "prompt" (completions:
+//    a string, or a non-empty array of strings / token ids / token-id arrays)
+//    or "messages" (chat: a non-empty array of objects). "model" is optional
+//    (vLLM then serves its only model) but must be a string when present;
+//    "stream" must be a boolean, max_tokens / max_completion_tokens
+//    non-negative integers or null. Anything else is InvalidArgument with a
+//    message fit for the client.
+//  * PrefillBody: the same request with max_tokens=1 (chat also
+//    max_completion_tokens=1), stream=false, no stream_options, and
+//    kv_transfer_params asking the prefill engine to keep the KV for a remote
+//    decode.
+//  * DecodeBody: the client's request with kv_transfer_params replaced by the
+//    value the prefill engine returned (left out when it returned none).
+// Key order of the client's body is preserved (ordered_json).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include <nlohmann/json.hpp>
+
+#include "kvtier/status.h"
+
+namespace kvtier::proxy {
+
+using OrderedJson = nlohmann::ordered_json;
+
+struct CompletionRequest {
+  OrderedJson body;
+  bool chat = false;
+  bool stream = false;
+  int64_t prompt_tokens = 0;  // estimated: token arrays exactly, text as chars/4
+  int64_t max_tokens = 0;     // requested output tokens (a default when absent)
+};
+
+Result<CompletionRequest> ParseCompletionRequest(std::string_view body, bool chat);
+
+std::string PrefillBody(const CompletionRequest& request);
+
+// `prefill_response` is the prefill engine's JSON answer.
+std::string DecodeBody(const CompletionRequest& request, std::string_view prefill_response);
+
+}  // namespace kvtier::proxy

@@ -1,0 +1,161 @@
+// The JSON transforms of the PD flow, and option/backend-set rules, without
+// any network.
+#include <gtest/gtest.h>
+
+#include "proxy/backend_set.h"
+#include "proxy/proxy_options.h"
+#include "proxy/request_rewrite.h"
+
+namespace kvtier::proxy {
+namespace {
+
+using nlohmann::json;
+
+TEST(RequestRewrite, PrefillBodyForCompletions) {
+  auto request =
+      ParseCompletionRequest(R"({"model":"m","prompt":[1,2,3,4],"max_tokens":50,"stream":true,)"
+                             R"("stream_options":{"include_usage":true},"temperature":0.5})",
+                             /*chat=*/false);
+  ASSERT_TRUE(request.ok()) << request.status().ToString();
+  EXPECT_EQ(request->prompt_tokens, 4);
+  EXPECT_EQ(request->max_tokens, 50);
+  EXPECT_TRUE(request->stream);
+  json expected = {{"model", "m"},
+                   {"prompt", {1, 2, 3, 4}},
+                   {"max_tokens", 1},
+                   {"stream", false},
+                   {"temperature", 0.5},
+                   {"kv_transfer_params",
+                    {{"do_remote_decode", true},
+                     {"do_remote_prefill", false},
+                     {"remote_engine_id", nullptr},
+                     {"remote_block_ids", nullptr},
+                     {"remote_host", nullptr},
+                     {"remote_port", nullptr}}}};
+  EXPECT_EQ(json::parse(PrefillBody(*request)), expected);
+  EXPECT_EQ(json::parse(PrefillBody(*request)).count("max_completion_tokens"), 0u);
+}
+
+TEST(RequestRewrite, PrefillBodyForChatCapsBothLimits) {
+  auto request = ParseCompletionRequest(
+      R"({"messages":[{"role":"user","content":"abcdefgh"}],"max_completion_tokens":9,"stream":true})",
+      /*chat=*/true);
+  ASSERT_TRUE(request.ok());
+  EXPECT_EQ(request->prompt_tokens, 2);  // 8 chars / 4
+  json prefill = json::parse(PrefillBody(*request));
+  EXPECT_EQ(prefill["max_tokens"], 1);
+  EXPECT_EQ(prefill["max_completion_tokens"], 1);
+  EXPECT_EQ(prefill["stream"], false);
+  EXPECT_EQ(prefill["messages"], json::parse(R"([{"role":"user","content":"abcdefgh"}])"));
+}
+
+TEST(RequestRewrite, DecodeBodyCarriesPrefillKvParamsAndKeepsKeyOrder) {
+  const std::string client =
+      R"({"prompt":"hi","model":"m","stream":true,"kv_transfer_params":{"stale":1}})";
+  auto request = ParseCompletionRequest(client, false);
+  ASSERT_TRUE(request.ok());
+  std::string decode = DecodeBody(
+      *request, R"({"id":"x","kv_transfer_params":{"remote_engine_id":"p0","remote_port":7}})");
+  EXPECT_EQ(decode, R"({"prompt":"hi","model":"m","stream":true,)"
+                    R"("kv_transfer_params":{"remote_engine_id":"p0","remote_port":7}})");
+  // A prefill answer without kv_transfer_params leaves the decode body plain.
+  EXPECT_EQ(DecodeBody(*request, R"({"id":"x"})"), R"({"prompt":"hi","model":"m","stream":true})");
+}
+
+TEST(RequestRewrite, RejectsMalformedRequests) {
+  struct Case {
+    const char* body;
+    bool chat;
+    const char* message_part;
+  } cases[] = {
+      {"{not json", false, "not valid JSON"},
+      {"[1,2]", false, "JSON object"},
+      {R"("text")", false, "JSON object"},
+      {R"({"model":"m"})", false, "'prompt' is required"},
+      {R"({"prompt":[]})", false, "'prompt' must be"},
+      {R"({"prompt":[1,"a",{}]})", false, "'prompt' must be"},
+      {R"({"prompt":"x","model":3})", false, "'model' must be a string"},
+      {R"({"prompt":"x","stream":"yes"})", false, "'stream' must be a boolean"},
+      {R"({"prompt":"x","max_tokens":-1})", false, "'max_tokens' must be"},
+      {R"({"prompt":"x"})", true, "'messages' is required"},
+      {R"({"messages":[]})", true, "'messages' must be"},
+      {R"({"messages":["hi"]})", true, "'messages' must be"},
+  };
+  for (const auto& c : cases) {
+    auto request = ParseCompletionRequest(c.body, c.chat);
+    ASSERT_FALSE(request.ok()) << c.body;
+    EXPECT_TRUE(request.status().IsInvalidArgument());
+    EXPECT_NE(request.status().message().find(c.message_part), std::string::npos)
+        << c.body << " -> " << request.status().message();
+  }
+}
+
+TEST(RequestRewrite, ModelIsOptionalAndTokenEstimates) {
+  auto text = ParseCompletionRequest(R"({"prompt":"abcdefghi"})", false);
+  ASSERT_TRUE(text.ok());
+  EXPECT_EQ(text->prompt_tokens, 3);  // ceil(9/4)
+  EXPECT_EQ(text->max_tokens, 16);    // OpenAI's default
+  auto batch = ParseCompletionRequest(R"({"prompt":[[1,2],[3,4,5]],"max_tokens":null})", false);
+  ASSERT_TRUE(batch.ok());
+  EXPECT_EQ(batch->prompt_tokens, 5);
+}
+
+TEST(ProxyOptions, HostsAndPortsPairByPosition) {
+  ProxyOptions options;
+  options.prefiller_hosts = {"127.0.0.1", "127.0.0.1"};
+  options.prefiller_ports = {9000};
+  options.decoder_hosts = {"127.0.0.1"};
+  options.decoder_ports = {9100};
+  auto endpoints = Validate(options);
+  ASSERT_FALSE(endpoints.ok());
+  EXPECT_NE(endpoints.status().message().find("--prefiller-hosts has 2 entries but "
+                                              "--prefiller-ports has 1"),
+            std::string::npos)
+      << endpoints.status().message();
+  options.prefiller_ports = {9000, 9001};
+  endpoints = Validate(options);
+  ASSERT_TRUE(endpoints.ok());
+  EXPECT_EQ(endpoints->prefill.at(1).port, 9001);
+  options.decoder_ports = {70000};
+  EXPECT_FALSE(Validate(options).ok());
+  options.decoder_hosts.clear();
+  options.decoder_ports.clear();
+  EXPECT_FALSE(Validate(options).ok());
+}
+
+TEST(BackendSet, PicksLeastLoadedAndSkipsFailedAndExcluded) {
+  net::Endpoint a{"127.0.0.1", 1, ""}, b{"127.0.0.1", 2, ""}, c{"127.0.0.1", 3, ""};
+  BackendSet set({a, b, c}, {a});
+  Backend* b0 = set.of(Role::kPrefill)[0].get();
+  Backend* b1 = set.of(Role::kPrefill)[1].get();
+  Backend* b2 = set.of(Role::kPrefill)[2].get();
+  Lease heavy(b0, 1000);
+  Lease light(b1, 10);
+  for (int i = 0; i < 10; ++i) EXPECT_EQ(set.Pick(Role::kPrefill, {}), b2);
+  EXPECT_EQ(set.Pick(Role::kPrefill, {b2}), b1);
+  const auto now = net::Clock::now();
+  b2->MarkFailed(now, std::chrono::hours(1));
+  EXPECT_FALSE(b2->Available(now));
+  EXPECT_EQ(set.Pick(Role::kPrefill, {}), b1);
+  EXPECT_EQ(set.Pick(Role::kPrefill, {b0, b1}), nullptr);
+  EXPECT_EQ(set.HealthyCount(Role::kPrefill), 2);
+  b2->MarkHealthy();
+  EXPECT_EQ(set.Pick(Role::kPrefill, {}), b2);
+  // A failed backend is tried again once retry_after has passed.
+  b2->MarkFailed(now, net::Duration(0));
+  EXPECT_TRUE(b2->Available(now + std::chrono::milliseconds(1)));
+}
+
+TEST(BackendSet, EqualLoadsRotate) {
+  net::Endpoint a{"127.0.0.1", 1, ""}, b{"127.0.0.1", 2, ""};
+  BackendSet set({a}, {a, b});
+  int picks[2] = {0, 0};
+  for (int i = 0; i < 10; ++i) {
+    picks[set.Pick(Role::kDecode, {}) == set.of(Role::kDecode)[0].get() ? 0 : 1]++;
+  }
+  EXPECT_EQ(picks[0], 5);
+  EXPECT_EQ(picks[1], 5);
+}
+
+}  // namespace
+}  // namespace kvtier::proxy
