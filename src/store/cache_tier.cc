@@ -78,6 +78,7 @@ bool CacheTier::TryAllocate(const BlockId& id, State state, SlotIndex* slot) {
   m.pins = 1;
   m.filled = 0;
   m.have.assign(geo_.layout.num_shards, false);
+  m.claimed.assign(geo_.layout.num_shards, false);
   m.checksums.assign(geo_.layout.num_shards, 0);
   lru_.push_back(s);
   m.lru = std::prev(lru_.end());
@@ -96,6 +97,7 @@ void CacheTier::FreeSlot(SlotIndex s) {
   m.state = State::kFree;
   m.dirty = false;
   m.have.clear();
+  m.claimed.clear();
   m.checksums.clear();
   free_.push_back(s);
   --used_slots_;
@@ -112,25 +114,14 @@ bool CacheTier::Contains(const BlockId& id) {
   return hit;
 }
 
-CacheTier::ReadState CacheTier::AcquireForRead(const BlockId& id, bool may_allocate,
-                                               SlotIndex* slot) {
-  std::unique_lock lk(mu_);
-  for (;;) {
-    auto it = index_.find(id);
-    if (it == index_.end()) {
-      return may_allocate && TryAllocate(id, State::kLoading, slot) ? ReadState::kLoadInto
-                                                                    : ReadState::kUnavailable;
-    }
-    Meta& m = meta_[it->second];
-    if (m.state == State::kReady) {
-      *slot = it->second;
-      m.pins++;
-      Touch(*slot);
-      return ReadState::kReady;
-    }
-    if (m.state != State::kLoading) return ReadState::kUnavailable;
-    freed_cv_.wait(lk);  // EndLoad notifies
-  }
+bool CacheTier::PinReady(const BlockId& id, SlotIndex* slot) {
+  std::lock_guard lk(mu_);
+  auto it = index_.find(id);
+  if (it == index_.end() || meta_[it->second].state != State::kReady) return false;
+  *slot = it->second;
+  meta_[*slot].pins++;
+  Touch(*slot);
+  return true;
 }
 
 void CacheTier::Unpin(SlotIndex slot) {
@@ -154,11 +145,19 @@ Result<CacheTier::FillState> CacheTier::BeginFill(const BlockId& id, std::chrono
     }
     if (TryAllocate(id, State::kFilling, slot)) return FillState::kFill;
     // Every slot is pinned or awaiting write-back: wait for one to free up.
-    if (freed_cv_.wait_until(lk, deadline) == std::cv_status::timeout) {
+    if (wait.count() == 0 || freed_cv_.wait_until(lk, deadline) == std::cv_status::timeout) {
       return Status::Busy(
           fmt::format("cache tier full: all {} slots pinned or awaiting write-back", meta_.size()));
     }
   }
+}
+
+bool CacheTier::ClaimShard(SlotIndex slot, uint32_t shard) {
+  std::lock_guard lk(mu_);
+  Meta& m = meta_[slot];
+  if (m.state != State::kFilling || m.claimed[shard]) return false;
+  m.claimed[shard] = true;
+  return true;
 }
 
 bool CacheTier::FinishShard(SlotIndex slot, uint32_t shard, uint64_t checksum, bool dirty) {
@@ -171,20 +170,6 @@ bool CacheTier::FinishShard(SlotIndex slot, uint32_t shard, uint64_t checksum, b
   m.state = State::kReady;
   m.dirty = dirty;
   return true;
-}
-
-void CacheTier::EndLoad(SlotIndex slot, bool ok, std::vector<uint64_t> checksums) {
-  std::lock_guard lk(mu_);
-  Meta& m = meta_[slot];
-  --m.pins;
-  if (!ok) {
-    FreeSlot(slot);
-    return;
-  }
-  m.state = State::kReady;
-  m.dirty = false;
-  m.checksums = std::move(checksums);
-  freed_cv_.notify_all();  // wakes readers waiting for this promotion
 }
 
 void CacheTier::EndWriteback(SlotIndex slot, bool ok) {

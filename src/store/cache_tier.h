@@ -5,8 +5,8 @@
 // layout as a block file's data region (BlockGeometry), so a Posix read fills it in one call.
 //
 // Slot life cycle:
-//   free -> filling (dump assembling shards; invisible) -> ready
-//   free -> loading (promotion from a slower tier; invisible) -> ready
+//   free -> filling (shards arriving from dumps, or from loads that read a
+//           slower tier; invisible) -> ready
 // A ready slot is dirty until its write-back to the next tier is done. Slots
 // are pinned while their memory is in use and then never evicted or reused.
 // Eviction takes the least recently used slot that is unpinned and either
@@ -53,22 +53,17 @@ class CacheTier {
   enum class FillState { kFill, kAlreadyPresent };
   // Pins the slot assembling `id` (allocating one, evicting if needed, and
   // waiting up to `wait` for a slot to free up). kAlreadyPresent: the block
-  // is ready (or being promoted) and nothing needs writing.
+  // is ready and nothing needs writing. A zero `wait` never blocks.
   Result<FillState> BeginFill(const BlockId& id, std::chrono::milliseconds wait, SlotIndex* slot);
-  // Records shard `shard` as written; true when that completed the block,
+  // Reserves shard `shard` of a filling slot for the caller to copy in;
+  // false if it is already there or another thread is copying it.
+  bool ClaimShard(SlotIndex slot, uint32_t shard);
+  // Records a claimed shard as written; true when that completed the block,
   // which is then ready and, if `dirty`, awaits write-back.
   bool FinishShard(SlotIndex slot, uint32_t shard, uint64_t checksum, bool dirty);
 
-  enum class ReadState { kReady, kLoadInto, kUnavailable };
-  // Prepares to read `id`: kReady pins the ready block; kLoadInto pins a
-  // fresh slot the caller must fill from a slower tier and end with EndLoad;
-  // kUnavailable means read around the cache (absent and !may_allocate, no
-  // slot free, or the block is still being dumped). Waits while another thread promotes the same
-  // block, so concurrent loads of one block read it from disk once.
-  ReadState AcquireForRead(const BlockId& id, bool may_allocate, SlotIndex* slot);
-  // Ends a promotion: ready (clean) on success, freed on failure. Unpins.
-  void EndLoad(SlotIndex slot, bool ok, std::vector<uint64_t> checksums);
-
+  // Pins a ready block for reading; false if it is absent or incomplete.
+  bool PinReady(const BlockId& id, SlotIndex* slot);
   // Write-back outcome: clean on success; on failure the block is dropped
   // from DRAM so it is never reported present without a durable copy.
   void EndWriteback(SlotIndex slot, bool ok);
@@ -84,7 +79,7 @@ class CacheTier {
   void DropClean();
 
  private:
-  enum class State : uint8_t { kFree, kFilling, kLoading, kReady };
+  enum class State : uint8_t { kFree, kFilling, kReady };
   struct Meta {
     BlockId id;
     State state = State::kFree;
@@ -92,6 +87,7 @@ class CacheTier {
     uint32_t pins = 0;
     uint32_t filled = 0;
     std::vector<bool> have;
+    std::vector<bool> claimed;
     std::vector<uint64_t> checksums;
     std::list<SlotIndex>::iterator lru;
   };

@@ -254,34 +254,8 @@ Status PosixTier::ReadVerified(const BlockId& id, uint64_t bytes, bool whole_blo
   return Status::OK();
 }
 
-Status PosixTier::ReadBlock(const BlockId& id, uint8_t* data, std::vector<uint64_t>* checksums) {
-  return ReadVerified(
-      id, geo_.data_bytes, /*whole_block=*/true, [&](File* file, const BlockHeader& h) {
-        // Read in chunks and hash each while it is still in cache: the kernel's
-        // copy and the verification share one pass over memory.
-        constexpr uint64_t kChunk = 256 << 10;
-        for (uint32_t i = 0; i < geo_.layout.num_shards; ++i) {
-          StreamingChecksum sum;
-          for (uint64_t done = 0; done < geo_.layout.shard_bytes; done += kChunk) {
-            const uint64_t want = std::min(kChunk, geo_.layout.shard_bytes - done);
-            const uint64_t io_len = config_.io_direct ? AlignUp(want, kDirectIoAlign) : want;
-            uint8_t* at = data + geo_.shard_offset(i) + done;
-            iovec v{at, io_len};
-            KVTIER_RETURN_IF_ERROR(
-                file->ReadV(geo_.header_bytes + geo_.shard_offset(i) + done, {&v, 1}));
-            sum.Update(at, want);
-          }
-          if (sum.Digest() != h.checksums[i]) {
-            return Status::Corruption(
-                fmt::format("block {}: shard {} checksum mismatch", id.ToHex(), i));
-          }
-        }
-        *checksums = h.checksums;
-        return Status::OK();
-      });
-}
-
-Status PosixTier::ReadShard(const BlockId& id, uint32_t shard, std::span<const iovec> dst) {
+Status PosixTier::ReadShard(const BlockId& id, uint32_t shard, std::span<const iovec> dst,
+                            uint64_t* checksum) {
   return ReadVerified(id, geo_.layout.shard_bytes, /*whole_block=*/shard == 0,
                       [&](File* file, const BlockHeader& h) {
                         uint64_t offset = geo_.header_bytes + geo_.shard_offset(shard);
@@ -312,6 +286,7 @@ Status PosixTier::ReadShard(const BlockId& id, uint32_t shard, std::span<const i
                           return Status::Corruption(fmt::format(
                               "block {}: shard {} checksum mismatch", id.ToHex(), shard));
                         }
+                        if (checksum) *checksum = h.checksums[shard];
                         return Status::OK();
                       });
 }

@@ -58,10 +58,10 @@ class PosixTier {
   // Publishes a whole block whose data region (geometry.data_bytes, laid out
   // at geometry.stride) is `data`. Skips the write if the block exists.
   Status WriteBlock(const BlockId& id, std::span<const uint64_t> checksums, const uint8_t* data);
-  // Reads and verifies a whole block into `data` (data_bytes, 4096-aligned).
-  Status ReadBlock(const BlockId& id, uint8_t* data, std::vector<uint64_t>* checksums);
-  // Reads and verifies one shard into caller memory.
-  Status ReadShard(const BlockId& id, uint32_t shard, std::span<const iovec> dst);
+  // Reads and verifies one shard into caller memory; `checksum` (optional)
+  // receives the shard's verified checksum.
+  Status ReadShard(const BlockId& id, uint32_t shard, std::span<const iovec> dst,
+                   uint64_t* checksum = nullptr);
   // Writes one shard of a block dumped straight to this tier; the block is
   // published when its last shard is written.
   Status WriteShard(const BlockId& id, uint32_t shard, std::span<const iovec> src);

@@ -126,33 +126,46 @@ void StoreCore::CopyOut(CacheTier::SlotIndex slot, const std::vector<ShardIo>& s
 Status StoreCore::LoadBlock(const std::vector<ShardIo>& shards) {
   const BlockId& id = shards.front().block;
   const uint64_t t0 = NowNs();
-  const uint64_t bytes = shards.size() * geo.layout.shard_bytes;
   CacheTier::SlotIndex slot;
-  const bool promote = posix && config.cache_promote_on_load;
-  const auto state = cache ? cache->AcquireForRead(id, /*may_allocate=*/promote, &slot)
-                           : CacheTier::ReadState::kUnavailable;
-  if (state == CacheTier::ReadState::kReady) {
+  if (cache && cache->PinReady(id, &slot)) {
     CopyOut(slot, shards);
     cache->Unpin(slot);
     stats.cache.load_blocks++;
-    stats.cache.load_bytes += bytes;
+    stats.cache.load_bytes += shards.size() * geo.layout.shard_bytes;
     stats.cache.load_ns += NowNs() - t0;
     return Status::OK();
   }
   if (!posix) return Status::NotFound("block " + id.ToHex() + ": not in the store");
-  if (state == CacheTier::ReadState::kLoadInto) {
-    cache->Commit(slot);
-    std::vector<uint64_t> sums;
-    Status s = posix->ReadBlock(id, cache->data(slot), &sums);
-    if (s.ok()) CopyOut(slot, shards);
-    cache->EndLoad(slot, s.ok(), std::move(sums));
-    return s;
+  // Straight from the file into the caller's memory (one copy, verified).
+  std::vector<uint64_t> sums(shards.size());
+  for (size_t i = 0; i < shards.size(); ++i) {
+    KVTIER_RETURN_IF_ERROR(posix->ReadShard(id, shards[i].shard, ToIovecs(shards[i]), &sums[i]));
   }
-  // Not promoting (or no DRAM slot free): read straight into the caller's memory.
-  for (const ShardIo& s : shards) {
-    KVTIER_RETURN_IF_ERROR(posix->ReadShard(id, s.shard, ToIovecs(s)));
-  }
+  if (cache && config.cache_promote_on_load) Promote(shards, sums);
   return Status::OK();
+}
+
+void StoreCore::Promote(const std::vector<ShardIo>& shards, const std::vector<uint64_t>& sums) {
+  // The shards just landed in the caller's memory and are still in cache:
+  // copying them on into a DRAM slot costs a write, not another read of the
+  // file. The block becomes ready in DRAM once every shard has been loaded
+  // (or dumped). Never waits for a slot: promotion is best effort.
+  CacheTier::SlotIndex slot;
+  auto state = cache->BeginFill(shards.front().block, std::chrono::milliseconds(0), &slot);
+  if (!state.ok() || *state == CacheTier::FillState::kAlreadyPresent) return;
+  cache->Commit(slot);
+  for (size_t i = 0; i < shards.size(); ++i) {
+    const ShardIo& s = shards[i];
+    if (!cache->ClaimShard(slot, s.shard)) continue;
+    uint8_t* dst = cache->data(slot) + geo.shard_offset(s.shard);
+    for (const Segment& seg : s.segments) {
+      std::memcpy(dst, seg.addr, seg.len);
+      dst += seg.len;
+    }
+    // Already in the Posix tier: a block completed by loads needs no write-back.
+    cache->FinishShard(slot, s.shard, sums[i], /*dirty=*/false);
+  }
+  cache->Unpin(slot);
 }
 
 Status StoreCore::DumpBlock(const std::vector<ShardIo>& shards) {
@@ -171,6 +184,7 @@ Status StoreCore::DumpBlock(const std::vector<ShardIo>& shards) {
   cache->Commit(slot);
   bool completed = false;
   for (const ShardIo& s : shards) {
+    if (!cache->ClaimShard(slot, s.shard)) continue;  // already there (or arriving)
     // Checksum the DRAM copy as it is made: what is verified later is exactly what was stored.
     const uint64_t sum =
         CopyAndChecksum(ToIovecs(s), cache->data(slot) + geo.shard_offset(s.shard));

@@ -47,6 +47,8 @@ class StoreCore : public std::enable_shared_from_this<StoreCore> {
 
  private:
   void CopyOut(CacheTier::SlotIndex slot, const std::vector<ShardIo>& shards);
+  // Copies shards just loaded from the Posix tier into a DRAM slot.
+  void Promote(const std::vector<ShardIo>& shards, const std::vector<uint64_t>& sums);
 
   std::unique_ptr<ThreadPool> fg_pool_;
   std::unique_ptr<ThreadPool> wb_pool_;

@@ -142,3 +142,40 @@ TEST(PosixEviction, SharedRootStaysUnderCapacityEvictingOldestFirst) {
 
 }  // namespace
 }  // namespace kvtier
+
+namespace kvtier {
+namespace {
+
+// Layer-by-layer loads from the Posix tier read through into DRAM: once every
+// shard of a block has been loaded, the block is served from DRAM.
+TEST(Promotion, LayerwiseLoadsFillDramShardByShard) {
+  testing::TempDir dir;
+  const BlockLayout layout{4, 4096};
+  auto store = Store::Open(testing::MakeConfig("Cache|Posix", dir.path()), layout);
+  ASSERT_TRUE(store.ok());
+  const auto ids = testing::MakeIds(2);
+  ASSERT_TRUE(testing::DumpShards(store->get(), ids, {0, 1, 2, 3}).status.ok());
+  ASSERT_TRUE((*store)->Flush(std::chrono::seconds(10)).ok());
+  (*store)->DropCache();
+  for (uint32_t shard = 0; shard < 4; ++shard) {
+    std::vector<std::vector<uint8_t>> bufs(ids.size(), std::vector<uint8_t>(4096));
+    std::vector<ShardIo> io;
+    for (size_t b = 0; b < ids.size(); ++b) {
+      io.push_back(ShardIo{ids[b], shard, {Segment{bufs[b].data(), 4096}}});
+    }
+    TaskResult r = testing::Finish(store->get(), (*store)->Load(std::move(io)));
+    ASSERT_TRUE(r.status.ok()) << r.status.ToString();
+    for (size_t b = 0; b < ids.size(); ++b) {
+      EXPECT_EQ(bufs[b], testing::ShardBytes(ids[b], shard, 4096));
+    }
+  }
+  EXPECT_EQ((*store)->Stats().cache.load_blocks, 0u);
+  std::vector<bool> ok;
+  TaskResult r = testing::LoadAndCheck(store->get(), ids, &ok);
+  EXPECT_TRUE(r.status.ok());
+  EXPECT_EQ(ok, std::vector<bool>(2, true));
+  EXPECT_EQ((*store)->Stats().cache.load_blocks, 2u) << "not served from DRAM after read-through";
+}
+
+}  // namespace
+}  // namespace kvtier
