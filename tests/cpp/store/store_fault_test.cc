@@ -125,6 +125,16 @@ TEST(Faults, FailedRenamePublishesNothingAndCleansUp) {
   EXPECT_EQ(CountFiles(dir.path(), ".kvb"), 0u);
 }
 
+// Threads of this process, from /proc.
+int ThreadCount() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("Threads:", 0) == 0) return std::stoi(line.substr(8));
+  }
+  return -1;
+}
+
 // Flips one byte at `offset` of the block file.
 void FlipByte(const std::string& path, std::streamoff offset) {
   std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
@@ -261,6 +271,7 @@ TEST(Faults, DestroyingStoreWithHungIoReturns) {
     std::atomic<int> hung{0};
   };
   static Hang* h = new Hang();
+  const int threads_before = ThreadCount();
   h->env.SetHook([](Op op, const std::string&) {
     if (op == Op::kWrite) {
       h->hung++;
@@ -283,6 +294,12 @@ TEST(Faults, DestroyingStoreWithHungIoReturns) {
   }
   h->cv.notify_all();
   destroyed.wait();
+  // The released worker finishes its write on a detached thread; let it exit
+  // before the test (and the process's static destructors) goes on.
+  for (int i = 0; i < 3000 && ThreadCount() > threads_before; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(ThreadCount(), threads_before) << "a store thread never exited";
 }
 
 }  // namespace
