@@ -16,6 +16,7 @@ namespace kvtier {
 namespace {
 
 using testing::AllShards;
+using testing::CountFiles;
 using testing::DumpShards;
 using testing::FaultEnv;
 using testing::LoadAndCheck;
@@ -24,20 +25,12 @@ using testing::MakeIds;
 using testing::Op;
 using testing::TempDir;
 
-size_t CountTemps(const std::string& root) {
-  size_t n = 0;
-  for (auto& e : std::filesystem::recursive_directory_iterator(root)) {
-    if (e.path().filename().string().find(".tmp.") != std::string::npos) ++n;
-  }
-  return n;
-}
-
 // Every block the reopened store reports present loads intact; the rest miss.
 void ExpectNoPartialBlocks(const std::string& root, const BlockLayout& layout,
                            const std::vector<BlockId>& ids) {
   auto store = Store::Open(MakeConfig("Posix", root), layout);
   ASSERT_TRUE(store.ok()) << store.status().ToString();
-  EXPECT_EQ(CountTemps(root), 0u) << "temporary files of the dead writer remain";
+  EXPECT_EQ(CountFiles(root, ".tmp."), 0u) << "temporary files of the dead writer remain";
   const std::vector<bool> present = (*store)->Lookup(ids);
   std::vector<bool> ok;
   LoadAndCheck(store->get(), ids, &ok);
@@ -78,7 +71,7 @@ TEST(Crash, WriterKilledBetweenShardsLeavesNoPartialBlock) {
   int status = 0;
   ::waitpid(pid, &status, 0);
   ASSERT_TRUE(WIFSIGNALED(status));
-  EXPECT_GT(CountTemps(dir.path()), 0u) << "the kill should have left a temp file";
+  EXPECT_GT(CountFiles(dir.path(), ".tmp."), 0u) << "the kill should have left a temp file";
   ExpectNoPartialBlocks(dir.path(), layout, ids);
   auto store = Store::Open(MakeConfig("Posix", dir.path()), layout);
   EXPECT_EQ((*store)->LookupPrefix(ids), 0u);

@@ -11,6 +11,7 @@
 namespace kvtier {
 namespace {
 
+using testing::BlockPath;
 using testing::DumpShards;
 using testing::LoadAndCheck;
 using testing::MakeConfig;
@@ -98,11 +99,6 @@ TEST(CacheEviction, WithoutPromotionColdLoadsLeaveDramAlone) {
 void SetMtime(const std::string& path, int64_t sec) {
   timespec ts[2] = {{sec, 0}, {sec, 0}};
   ASSERT_EQ(::utimensat(AT_FDCWD, path.c_str(), ts, 0), 0);
-}
-
-std::string BlockPath(const std::string& root, const BlockId& id) {
-  const std::string hex = id.ToHex();
-  return root + "/" + hex.substr(0, 3) + "/" + hex + ".kvb";
 }
 
 TEST(PosixEviction, SharedRootStaysUnderCapacityEvictingOldestFirst) {

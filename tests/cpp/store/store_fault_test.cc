@@ -15,6 +15,8 @@ namespace kvtier {
 namespace {
 
 using testing::AllShards;
+using testing::BlockPath;
+using testing::CountFiles;
 using testing::DumpShards;
 using testing::FaultEnv;
 using testing::LoadAndCheck;
@@ -22,19 +24,6 @@ using testing::MakeConfig;
 using testing::MakeIds;
 using testing::Op;
 using testing::TempDir;
-
-size_t CountFiles(const std::string& root, const std::string& needle) {
-  size_t n = 0;
-  for (auto& e : std::filesystem::recursive_directory_iterator(root)) {
-    if (e.path().filename().string().find(needle) != std::string::npos) ++n;
-  }
-  return n;
-}
-
-std::string BlockPath(const std::string& root, const BlockId& id) {
-  const std::string hex = id.ToHex();
-  return root + "/" + hex.substr(0, 3) + "/" + hex + ".kvb";
-}
 
 TEST(Faults, DiskFullFailsThatDumpCleanlyAndStoreKeepsServing) {
   TempDir dir;

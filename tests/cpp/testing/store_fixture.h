@@ -31,6 +31,21 @@ class TempDir {
   std::string path_;
 };
 
+// Where the Posix tier keeps block `id` under `root`.
+inline std::string BlockPath(const std::string& root, const BlockId& id) {
+  const std::string hex = id.ToHex();
+  return root + "/" + hex.substr(0, 3) + "/" + hex + ".kvb";
+}
+
+// Files under `root` whose name contains `needle`.
+inline size_t CountFiles(const std::string& root, const std::string& needle) {
+  size_t n = 0;
+  for (auto& e : std::filesystem::recursive_directory_iterator(root)) {
+    if (e.path().filename().string().find(needle) != std::string::npos) ++n;
+  }
+  return n;
+}
+
 inline std::vector<BlockId> MakeIds(size_t n, const std::string& ns = "test") {
   BlockHasher h(ns);
   std::vector<int32_t> tokens(n * 4);
