@@ -10,10 +10,11 @@
 
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
-#include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http/buffer_body.hpp>
 #include <boost/beast/http/parser.hpp>
 #include <boost/beast/http/read.hpp>
+
+#include "net/watchdog.h"
 
 namespace kvtier::net {
 
@@ -52,8 +53,9 @@ std::string FormatRequestHead(std::string_view method, std::string_view target,
 }
 
 struct HttpConnection::Impl {
-  explicit Impl(asio::any_io_executor ex) : stream(std::move(ex)) {}
-  beast::tcp_stream stream;
+  explicit Impl(const asio::any_io_executor& ex) : socket(ex), watchdog(ex, socket) {}
+  tcp::socket socket;
+  Watchdog watchdog;  // bounds each step (one lazily re-armed timer, not one per operation)
   beast::flat_buffer buffer;
   std::optional<http::response_parser<http::buffer_body>> parser;
   std::array<char, kPiece> window;  // the parser writes body bytes here
@@ -64,11 +66,11 @@ HttpConnection::HttpConnection(asio::any_io_executor executor, Endpoint endpoint
 
 HttpConnection::~HttpConnection() { Close(); }
 
-Status HttpConnection::ErrorStatus(const boost::system::error_code& ec,
-                                   std::string_view step) const {
+Status HttpConnection::ErrorStatus(const boost::system::error_code& ec, std::string_view step) {
+  impl_->watchdog.Disarm();  // the connection is done for
   std::string what = std::string(step) + " " + endpoint_.HostPort() + ": " + ec.message();
   if (closed_by_us_) return Status::Aborted(what);
-  if (ec == beast::error::timeout) return Status::TimedOut(what);
+  if (impl_->watchdog.fired() || ec == beast::error::timeout) return Status::TimedOut(what);
   if (ec == asio::error::connection_refused) return Status::Unavailable(what);
   return Status::IOError(what);
 }
@@ -76,6 +78,7 @@ Status HttpConnection::ErrorStatus(const boost::system::error_code& ec,
 Task<Status> HttpConnection::Connect(Duration timeout) {
   boost::system::error_code ec;
   closed_by_us_ = false;
+  impl_->watchdog.Reset();
   impl_->buffer.clear();  // a reconnect must not see the old connection's bytes
   impl_->parser.reset();
   tcp::endpoint target;
@@ -83,17 +86,19 @@ Task<Status> HttpConnection::Connect(Duration timeout) {
   if (!ec) {
     target = tcp::endpoint(address, endpoint_.port);
   } else {
-    tcp::resolver resolver(impl_->stream.get_executor());
+    tcp::resolver resolver(impl_->socket.get_executor());
     auto results =
         co_await resolver.async_resolve(endpoint_.host, std::to_string(endpoint_.port), Await(ec));
     if (ec || results.empty()) co_return ErrorStatus(ec, "resolve");
     target = results.begin()->endpoint();
   }
-  impl_->stream.expires_after(timeout);
-  co_await impl_->stream.async_connect(target, Await(ec));
+  impl_->watchdog.Start(timeout);
+  co_await impl_->socket.async_connect(target, Await(ec));
+  impl_->watchdog.Stop();
   if (ec) co_return ErrorStatus(ec, "connect");
   // SSE events are small writes; Nagle would hold them back.
-  impl_->stream.socket().set_option(tcp::no_delay(true), ec);
+  impl_->socket.set_option(tcp::no_delay(true), ec);
+  impl_->watchdog.Disarm();  // until the first request
   response_done_ = true;
   keep_alive_ = true;
   co_return Status::OK();
@@ -105,8 +110,9 @@ Task<Status> HttpConnection::Send(std::string_view head, std::string_view body, 
   boost::system::error_code ec;
   std::array<asio::const_buffer, 2> buffers = {asio::buffer(head.data(), head.size()),
                                                asio::buffer(body.data(), body.size())};
-  impl_->stream.expires_after(timeout);
-  co_await asio::async_write(impl_->stream, buffers, Await(ec));
+  impl_->watchdog.Start(timeout);
+  co_await asio::async_write(impl_->socket, buffers, Await(ec));
+  impl_->watchdog.Stop();
   if (ec) co_return ErrorStatus(ec, "send to");
   co_return Status::OK();
 }
@@ -115,8 +121,9 @@ Task<Result<ResponseHead>> HttpConnection::ReadHead(Duration timeout) {
   boost::system::error_code ec;
   auto& parser = impl_->parser.emplace();
   parser.body_limit(std::numeric_limits<std::uint64_t>::max());  // callers enforce limits
-  impl_->stream.expires_after(timeout);
-  co_await http::async_read_header(impl_->stream, impl_->buffer, parser, Await(ec));
+  impl_->watchdog.Start(timeout);
+  co_await http::async_read_header(impl_->socket, impl_->buffer, parser, Await(ec));
+  impl_->watchdog.Stop();
   if (ec) co_return ErrorStatus(ec, "read response from");
   ResponseHead head;
   const auto& msg = parser.get();
@@ -127,7 +134,7 @@ Task<Result<ResponseHead>> HttpConnection::ReadHead(Duration timeout) {
     head.headers.emplace_back(std::string(field.name_string()), std::string(field.value()));
   }
   keep_alive_ = head.keep_alive;
-  if (parser.is_done()) response_done_ = true;
+  if (parser.is_done()) ResponseDone();
   co_return head;
 }
 
@@ -158,19 +165,20 @@ Task<Result<bool>> HttpConnection::ReadSome(std::string& out, Duration timeout) 
     body.data = impl_->window.data();
     body.size = impl_->window.size();
     boost::system::error_code ec;
-    impl_->stream.expires_after(timeout);
-    co_await http::async_read_some(impl_->stream, impl_->buffer, parser, Await(ec));
+    impl_->watchdog.Start(timeout);
+    co_await http::async_read_some(impl_->socket, impl_->buffer, parser, Await(ec));
+    impl_->watchdog.Stop();
     if (ec == http::error::need_buffer) ec = {};
     const size_t n = impl_->window.size() - parser.get().body().size;
     out.append(impl_->window.data(), n);
     if (ec) co_return ErrorStatus(ec, "read body from");
     if (n > 0) {
       DrainBuffered(out);
-      if (parser.is_done()) response_done_ = true;
+      if (parser.is_done()) ResponseDone();
       co_return true;
     }
   }
-  response_done_ = true;
+  ResponseDone();
   co_return false;
 }
 
@@ -189,13 +197,22 @@ Task<Result<std::string>> HttpConnection::ReadRest(size_t limit, Duration timeou
   co_return body;
 }
 
+void HttpConnection::ResponseDone() {
+  response_done_ = true;
+  // Steps of one request share the watchdog's timer wait; an idle connection
+  // holds none (it would keep a client's io_context::run() from returning).
+  impl_->watchdog.Disarm();
+}
+
 void HttpConnection::Close() {
   if (!impl_) return;
   closed_by_us_ = true;
-  impl_->stream.close();
+  impl_->watchdog.Disarm();
+  boost::system::error_code ec;
+  impl_->socket.close(ec);
 }
 
-bool HttpConnection::is_open() const { return impl_->stream.socket().is_open(); }
+bool HttpConnection::is_open() const { return impl_->socket.is_open(); }
 
 bool HttpConnection::Reusable() const {
   return is_open() && response_done_ && keep_alive_ && !closed_by_us_;
@@ -204,8 +221,8 @@ bool HttpConnection::Reusable() const {
 bool HttpConnection::PeerClosed() const {
   if (!is_open()) return true;
   char byte;
-  ssize_t n = ::recv(const_cast<Impl&>(*impl_).stream.socket().native_handle(), &byte, 1,
-                     MSG_PEEK | MSG_DONTWAIT);
+  ssize_t n =
+      ::recv(const_cast<Impl&>(*impl_).socket.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
   if (n < 0) return errno != EAGAIN && errno != EWOULDBLOCK;
   return true;  // EOF, or bytes nobody asked for: either way not reusable
 }

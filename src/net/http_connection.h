@@ -64,6 +64,8 @@ class HttpConnection {
   bool is_open() const;
   // Open, last response fully read and both sides agreed to keep-alive.
   bool Reusable() const;
+  // The last response's body has been read to its end.
+  bool response_done() const { return response_done_; }
   // True when the peer has closed an idle connection (checked without blocking).
   bool PeerClosed() const;
   // Number of requests sent on this connection so far.
@@ -73,7 +75,9 @@ class HttpConnection {
  private:
   struct Impl;
   void DrainBuffered(std::string& out);
-  Status ErrorStatus(const boost::system::error_code& ec, std::string_view step) const;
+  // Also drops the pending timeout wait: a failed step ends the request.
+  Status ErrorStatus(const boost::system::error_code& ec, std::string_view step);
+  void ResponseDone();
 
   std::unique_ptr<Impl> impl_;
   Endpoint endpoint_;

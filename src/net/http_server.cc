@@ -8,11 +8,11 @@
 
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
-#include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/string_body.hpp>
 
 #include "net/openai_error.h"
+#include "net/watchdog.h"
 
 namespace kvtier::net {
 
@@ -60,7 +60,8 @@ std::string StatusLine(unsigned status) {
 }  // namespace
 
 struct ServerExchange::Impl {
-  beast::tcp_stream& stream;
+  tcp::socket& socket;
+  Watchdog& watchdog;  // bounds each write
   http::request<http::string_body>& request;
   size_t worker;
   Duration write_timeout;
@@ -73,9 +74,10 @@ struct ServerExchange::Impl {
   // Gather-writes up to three pieces (empty ones are skipped by the write).
   Task<Status> Write(asio::const_buffer a, asio::const_buffer b = {}, asio::const_buffer c = {}) {
     boost::system::error_code ec;
-    stream.expires_after(write_timeout);
+    watchdog.Start(write_timeout);
     std::array<asio::const_buffer, 3> buffers = {a, b, c};
-    co_await asio::async_write(stream, buffers, Await(ec));
+    co_await asio::async_write(socket, buffers, Await(ec));
+    watchdog.Stop();
     if (ec) {
       failed = true;
       co_return Status::IOError("write to client: " + ec.message());
@@ -113,7 +115,7 @@ HeaderList ServerExchange::Headers() const {
   return headers;
 }
 size_t ServerExchange::worker() const { return impl_->worker; }
-asio::any_io_executor ServerExchange::executor() const { return impl_->stream.get_executor(); }
+asio::any_io_executor ServerExchange::executor() const { return impl_->socket.get_executor(); }
 bool ServerExchange::client_gone() const { return impl_->watch && impl_->watch->gone; }
 bool ServerExchange::response_started() const { return impl_->started; }
 
@@ -145,17 +147,22 @@ Task<Status> ServerExchange::WriteChunk(std::string_view data) {
                                   asio::buffer(data.data(), data.size()), asio::buffer("\r\n", 2));
 }
 
-Task<Status> ServerExchange::EndStream() {
+Task<Status> ServerExchange::EndStream(std::string_view last_data) {
   if (!impl_->chunked) co_return Status::InvalidArgument("not streaming");
   impl_->chunked = false;
-  co_return co_await impl_->Write(asio::buffer("0\r\n\r\n", 5));
+  if (last_data.empty()) co_return co_await impl_->Write(asio::buffer("0\r\n\r\n", 5));
+  char size_line[24];
+  int n = std::snprintf(size_line, sizeof size_line, "%zx\r\n", last_data.size());
+  co_return co_await impl_->Write(asio::buffer(size_line, static_cast<size_t>(n)),
+                                  asio::buffer(last_data.data(), last_data.size()),
+                                  asio::buffer("\r\n0\r\n\r\n", 7));
 }
 
 void ServerExchange::OnClientGone(std::function<void()> on_gone) {
   auto& watch = impl_->watch;
   if (!watch) {
     watch = std::make_shared<ClientWatch>();
-    watch->socket = &impl_->stream.socket();
+    watch->socket = &impl_->socket;
   }
   if (watch->gone) {
     on_gone();
@@ -236,19 +243,22 @@ namespace {
 // Answers a request the server rejected before the handler saw it, then
 // drains what the client is still sending so that closing does not reset the
 // connection before the client has read the answer.
-Task<void> RejectAndClose(beast::tcp_stream& stream, unsigned status, std::string_view message) {
+Task<void> RejectAndClose(tcp::socket& socket, Watchdog& watchdog, unsigned status,
+                          std::string_view message) {
   std::string body = OpenAiErrorBody(message, OpenAiErrorType(status), status);
   std::string reply = StatusLine(status) +
                       "Content-Type: application/json\r\nConnection: close\r\nContent-Length: " +
                       std::to_string(body.size()) + "\r\n\r\n" + body;
   boost::system::error_code ec;
-  stream.expires_after(std::chrono::seconds(5));
-  co_await asio::async_write(stream, asio::buffer(reply), Await(ec));
-  stream.socket().shutdown(tcp::socket::shutdown_send, ec);
+  watchdog.Start(std::chrono::seconds(5));
+  co_await asio::async_write(socket, asio::buffer(reply), Await(ec));
+  watchdog.Stop();
+  socket.shutdown(tcp::socket::shutdown_send, ec);
   std::array<char, 16 * 1024> sink;
   for (int i = 0; i < 4096 && !ec; ++i) {
-    stream.expires_after(std::chrono::milliseconds(500));
-    co_await stream.async_read_some(asio::buffer(sink), Await(ec));
+    watchdog.Start(std::chrono::milliseconds(500));
+    co_await socket.async_read_some(asio::buffer(sink), Await(ec));
+    watchdog.Stop();
   }
 }
 }  // namespace
@@ -256,28 +266,29 @@ Task<void> RejectAndClose(beast::tcp_stream& stream, unsigned status, std::strin
 Task<void> HttpServer::Session(Worker& worker, tcp::socket socket) {
   boost::system::error_code ec;
   socket.set_option(tcp::no_delay(true), ec);
-  beast::tcp_stream stream(std::move(socket));
+  Watchdog watchdog(socket.get_executor(), socket);
   beast::flat_buffer buffer;
   for (;;) {
     http::request_parser<http::string_body> parser;
     parser.body_limit(options_.max_body_bytes);
-    stream.expires_after(options_.idle_timeout);
-    co_await http::async_read(stream, buffer, parser, Await(ec));
+    watchdog.Start(options_.idle_timeout);
+    co_await http::async_read(socket, buffer, parser, Await(ec));
+    watchdog.Stop();
     if (ec == http::error::body_limit) {
       co_await RejectAndClose(
-          stream, 413,
+          socket, watchdog, 413,
           "request body exceeds " + std::to_string(options_.max_body_bytes) + " bytes");
       co_return;
     }
     if (ec) {
-      if (parser.got_some() && ec != beast::error::timeout && ec != http::error::partial_message) {
-        co_await RejectAndClose(stream, 400, "malformed HTTP request: " + ec.message());
+      if (parser.got_some() && !watchdog.fired() && ec != http::error::partial_message) {
+        co_await RejectAndClose(socket, watchdog, 400, "malformed HTTP request: " + ec.message());
       }
       break;
     }
     auto& request = parser.get();
-    ServerExchange::Impl impl{stream, request, worker.index, options_.write_timeout,
-                              request.keep_alive()};
+    ServerExchange::Impl impl{
+        socket, watchdog, request, worker.index, options_.write_timeout, request.keep_alive()};
     ServerExchange exchange(&impl);
     bool threw = false;
     try {
@@ -287,7 +298,7 @@ Task<void> HttpServer::Session(Worker& worker, tcp::socket socket) {
     }
     if (impl.watch) {
       impl.watch->active = false;
-      if (impl.watch->armed) stream.socket().cancel(ec);
+      if (impl.watch->armed) socket.cancel(ec);
     }
     if (!impl.started && !exchange.client_gone()) {
       std::string body =
@@ -296,8 +307,8 @@ Task<void> HttpServer::Session(Worker& worker, tcp::socket socket) {
     }
     if (impl.failed || impl.chunked || exchange.client_gone() || !impl.keep_alive) break;
   }
-  stream.socket().shutdown(tcp::socket::shutdown_both, ec);
-  stream.close();
+  socket.shutdown(tcp::socket::shutdown_both, ec);
+  socket.close(ec);
 }
 
 }  // namespace kvtier::net

@@ -58,7 +58,9 @@ class ServerExchange {
   Task<Status> BeginStream(unsigned status, std::string_view content_type,
                            std::string_view extra_headers = {});
   Task<Status> WriteChunk(std::string_view data);
-  Task<Status> EndStream();
+  // Ends the stream; a non-empty `last_data` is sent as a final chunk first,
+  // in the same write (the same bytes as WriteChunk(last_data), EndStream()).
+  Task<Status> EndStream(std::string_view last_data = {});
 
   // Calls `on_gone` (once, on this worker) if the client closes or resets the
   // connection before the handler returns: the handler should then abandon

@@ -272,8 +272,10 @@ net::Task<void> ProxyServer::HandleCompletion(net::ServerExchange& exchange, Rou
         }
         break;
       }
-      if (!*more) {
-        sent = co_await exchange.EndStream();
+      if (!*more || conn->response_done()) {
+        // The decoder's stream has ended (its terminator may have come with
+        // the last events): send those and our terminator in one write.
+        sent = co_await exchange.EndStream(piece);
         complete = sent.ok();
         break;
       }

@@ -21,6 +21,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -36,6 +37,12 @@ struct CompletionRequest {
   bool stream = false;
   int64_t prompt_tokens = 0;  // estimated: token arrays exactly, text as chars/4
   int64_t max_tokens = 0;     // requested output tokens (a default when absent)
+  // The body's top-level members, serialized once as `"key":value` texts back
+  // to back in member_text; member_ends[i] ends the i-th member of `body` (in
+  // its order). PrefillBody/DecodeBody splice these instead of copying and
+  // re-serializing the whole body twice.
+  std::string member_text;
+  std::vector<size_t> member_ends;
 };
 
 Result<CompletionRequest> ParseCompletionRequest(std::string_view body, bool chat);

@@ -2,6 +2,10 @@
 // any network.
 #include <gtest/gtest.h>
 
+#include <string>
+#include <utility>
+#include <vector>
+
 #include "proxy/backend_set.h"
 #include "proxy/proxy_options.h"
 #include "proxy/request_rewrite.h"
@@ -10,6 +14,66 @@ namespace kvtier::proxy {
 namespace {
 
 using nlohmann::json;
+
+// The straightforward transforms (copy the parsed body, edit it, dump it):
+// the spliced PrefillBody/DecodeBody must produce exactly these bytes.
+std::string ReferencePrefill(const CompletionRequest& request) {
+  OrderedJson body = request.body;
+  body["max_tokens"] = 1;
+  if (request.chat) body["max_completion_tokens"] = 1;
+  body["stream"] = false;
+  body.erase("stream_options");
+  body["kv_transfer_params"] = {{"do_remote_decode", true},    {"do_remote_prefill", false},
+                                {"remote_engine_id", nullptr}, {"remote_block_ids", nullptr},
+                                {"remote_host", nullptr},      {"remote_port", nullptr}};
+  return body.dump(-1, ' ', false, OrderedJson::error_handler_t::replace);
+}
+
+std::string ReferenceDecode(const CompletionRequest& request, std::string_view prefill) {
+  OrderedJson body = request.body;
+  body.erase("kv_transfer_params");
+  OrderedJson answer = OrderedJson::parse(prefill, nullptr, false);
+  if (answer.is_object()) {
+    auto kv = answer.find("kv_transfer_params");
+    if (kv != answer.end() && !kv->is_null()) body["kv_transfer_params"] = *kv;
+  }
+  return body.dump(-1, ' ', false, OrderedJson::error_handler_t::replace);
+}
+
+TEST(RequestRewrite, SplicedBodiesMatchFullReserialization) {
+  const std::vector<std::pair<std::string, bool>> bodies = {
+      {R"({"model":"m","prompt":[1,2,3],"max_tokens":5,"stream":true})", false},
+      {R"({"prompt":"hi"})", false},
+      {R"({"stream_options":{"include_usage":true},"prompt":"a\u0001\"b","stream":true,)"
+       R"("kv_transfer_params":{"x":1},"max_completion_tokens":7,"temperature":0.5})",
+       false},
+      {R"({"messages":[{"role":"user","content":"h\u00e9 \ud83d\ude00"}],"max_tokens":null,)"
+       R"("max_completion_tokens":3,"we\"ird\nkey":[1.5,-2,1e300,true,null,{}],"stream":false})",
+       true},
+      {R"({"kv_transfer_params":null,"messages":[{"content":[{"type":"text","text":"x"}]}],)"
+       R"("k\u00e9y":"v\u007f","\u0000":0})",
+       true},
+      {R"({"prompt":[[1,2],[3]],"n":2,"logprobs":null,"stop":["\n"],"seed":-1,"top_p":1.0})",
+       false},
+  };
+  const std::vector<std::string> answers = {
+      R"({"id":"p","kv_transfer_params":{"remote_engine_id":"e","remote_block_ids":[1,2],"remote_host":"h","remote_port":9}})",
+      R"({"id":"p"})",
+      R"({"kv_transfer_params":null})",
+      R"({"kv_transfer_params":"s\u0002"})",
+      "not json",
+      "[1]",
+  };
+  for (const auto& [text, chat] : bodies) {
+    auto request = ParseCompletionRequest(text, chat);
+    ASSERT_TRUE(request.ok()) << text << ": " << request.status().ToString();
+    EXPECT_EQ(PrefillBody(*request), ReferencePrefill(*request)) << text;
+    for (const auto& answer : answers) {
+      EXPECT_EQ(DecodeBody(*request, answer), ReferenceDecode(*request, answer))
+          << text << " / " << answer;
+    }
+  }
+}
 
 TEST(RequestRewrite, PrefillBodyForCompletions) {
   auto request =
