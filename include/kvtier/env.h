@@ -69,8 +69,6 @@ class Env {
   virtual Result<std::vector<std::string>> ListDir(const std::string& dir) = 0;
   // Runs `fn` while holding an exclusive advisory lock on `path` (created if missing).
   virtual Status WithFileLock(const std::string& path, const std::function<Status()>& fn) = 0;
-  // Bytes available to unprivileged users on the filesystem holding `path`.
-  virtual Result<uint64_t> FreeSpace(const std::string& path) = 0;
 };
 
 }  // namespace kvtier

@@ -5,7 +5,6 @@
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/stat.h>
-#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -174,12 +173,6 @@ Status PosixEnv::WithFileLock(const std::string& path, const std::function<Statu
   ::flock(fd, LOCK_UN);
   ::close(fd);
   return s;
-}
-
-Result<uint64_t> PosixEnv::FreeSpace(const std::string& path) {
-  struct statvfs v;
-  if (::statvfs(path.c_str(), &v) != 0) return Status::FromErrno(errno, "statvfs " + path);
-  return uint64_t{v.f_bavail} * v.f_frsize;
 }
 
 Env* Env::Default() {

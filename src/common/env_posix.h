@@ -42,7 +42,6 @@ class PosixEnv : public Env {
   Status Touch(const std::string& path) override;
   Result<std::vector<std::string>> ListDir(const std::string& dir) override;
   Status WithFileLock(const std::string& path, const std::function<Status()>& fn) override;
-  Result<uint64_t> FreeSpace(const std::string& path) override;
 
  protected:
   // open(2) with the flags `o` asks for; -1 and errno on failure.

@@ -66,7 +66,6 @@ class FaultEnv : public Env {
   Status WithFileLock(const std::string& path, const std::function<Status()>& fn) override {
     return base_->WithFileLock(path, fn);
   }
-  Result<uint64_t> FreeSpace(const std::string& path) override { return base_->FreeSpace(path); }
 
  private:
   Env* base_;
