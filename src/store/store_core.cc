@@ -183,14 +183,16 @@ Status StoreCore::DumpBlock(const std::vector<ShardIo>& shards) {
   if (*state == CacheTier::FillState::kAlreadyPresent) return Status::OK();
   cache->Commit(slot);
   bool completed = false;
+  uint64_t copied = 0;
   for (const ShardIo& s : shards) {
     if (!cache->ClaimShard(slot, s.shard)) continue;  // already there (or arriving)
+    copied += geo.layout.shard_bytes;
     // Checksum the DRAM copy as it is made: what is verified later is exactly what was stored.
     const uint64_t sum =
         CopyAndChecksum(ToIovecs(s), cache->data(slot) + geo.shard_offset(s.shard));
     completed |= cache->FinishShard(slot, s.shard, sum, /*dirty=*/posix != nullptr);
   }
-  stats.cache.dump_bytes += shards.size() * geo.layout.shard_bytes;
+  stats.cache.dump_bytes += copied;
   stats.cache.dump_ns += NowNs() - t0;
   if (!completed) {
     cache->Unpin(slot);
