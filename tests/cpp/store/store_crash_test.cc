@@ -49,14 +49,20 @@ TEST(Crash, WriterKilledBetweenShardsLeavesNoPartialBlock) {
   pid_t pid = ::fork();
   ASSERT_GE(pid, 0);
   if (pid == 0) {
-    // Child: stall (and tell the parent) once several shards are on disk.
+    // Child: once five shards are on disk, every further write stalls (the
+    // first to stall tells the parent). Stalling all I/O threads, not just one,
+    // keeps any block from completing: a block needs eight shard writes.
     FaultEnv env;
     std::atomic<int> writes{0};
     env.SetHook([&](Op op, const std::string&) {
-      if (op == Op::kWrite && ++writes == 6) {
-        char c = 'x';
-        (void)!::write(pipefd[1], &c, 1);
-        ::pause();
+      if (op != Op::kWrite) return Status::OK();
+      const int n = ++writes;
+      if (n >= 6) {
+        if (n == 6) {
+          char c = 'x';
+          (void)!::write(pipefd[1], &c, 1);
+        }
+        for (;;) ::pause();
       }
       return Status::OK();
     });
