@@ -30,9 +30,11 @@ struct StoreConfig {
   uint64_t cache_capacity_bytes = 1ull << 30;
   // Posix tier capacity in bytes across all processes sharing the roots; 0 = unlimited.
   uint64_t posix_capacity_bytes = 0;
-  // Copy blocks loaded from the Posix tier into the DRAM tier ("loads
-  // promote"), so the next load of the block is served from DRAM. Off: a
-  // cold load reads straight from the file into engine memory (one copy).
+  // Also put blocks loaded from the Posix tier into the DRAM tier ("loads
+  // promote"), so the next load of the block is served from DRAM. With
+  // buffered I/O this happens after the load, on an idle-priority thread;
+  // with io_direct, inline. Either way a cold load reads straight from the
+  // file into engine memory (one copy).
   bool cache_promote_on_load = true;
   // Eviction brings Posix usage down to this fraction of its capacity.
   double posix_low_watermark = 0.9;

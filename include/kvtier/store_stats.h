@@ -33,6 +33,9 @@ struct StoreStats {
   uint64_t failed_blocks = 0;      // blocks reported failed to callers
   uint64_t writeback_pending = 0;  // gauge: blocks in DRAM not yet in the Posix tier
   uint64_t writeback_errors = 0;
+  uint64_t promotions_pending = 0;  // gauge: loaded shards queued for a background DRAM fill
+  uint64_t promotions_dropped = 0;  // fills skipped: queue full, no free slot, or read failed
+  uint64_t promoted_bytes = 0;      // bytes filled into DRAM after loads from the Posix tier
   uint64_t task_latency_ns_total = 0;
   uint64_t task_latency_ns_max = 0;
 

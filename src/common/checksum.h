@@ -16,8 +16,9 @@ uint64_t Checksum(const void* data, size_t len);
 uint64_t ChecksumOf(std::span<const iovec> segments);
 
 // Copies `segments` contiguously to `dst` and returns the checksum of the
-// copied bytes, hashing each chunk while it is still in cache: one pass over
-// memory instead of two.
+// copied bytes: each chunk is hashed, then streamed to `dst` while still in
+// cache (StreamCopy), so the source is read from memory once and `dst` is
+// written without being read.
 uint64_t CopyAndChecksum(std::span<const iovec> segments, void* dst);
 
 // Incremental form, for data that arrives in pieces (e.g. chunked reads).

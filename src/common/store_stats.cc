@@ -33,6 +33,9 @@ std::vector<Field> StoreFields(const StoreStats& s) {
           {"failed_blocks", s.failed_blocks},
           {"writeback_pending", s.writeback_pending},
           {"writeback_errors", s.writeback_errors},
+          {"promotions_pending", s.promotions_pending},
+          {"promotions_dropped", s.promotions_dropped},
+          {"promoted_bytes", s.promoted_bytes},
           {"task_latency_ns_total", s.task_latency_ns_total},
           {"task_latency_ns_max", s.task_latency_ns_max}};
 }

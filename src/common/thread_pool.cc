@@ -1,14 +1,15 @@
 #include "common/thread_pool.h"
 
 #include <pthread.h>
+#include <sched.h>
 
 namespace kvtier {
 
-ThreadPool::ThreadPool(int threads, std::string name)
+ThreadPool::ThreadPool(int threads, std::string name, Priority priority)
     : state_(std::make_shared<State>()), name_(std::move(name)) {
   state_->live_workers = threads;
   for (int i = 0; i < threads; ++i) {
-    threads_.emplace_back(&ThreadPool::WorkerLoop, state_);
+    threads_.emplace_back(&ThreadPool::WorkerLoop, state_, priority);
     pthread_setname_np(threads_.back().native_handle(), name_.substr(0, 15).c_str());
   }
 }
@@ -29,7 +30,11 @@ void ThreadPool::Submit(Job job) {
   job(/*cancelled=*/true);
 }
 
-void ThreadPool::WorkerLoop(std::shared_ptr<State> state) {
+void ThreadPool::WorkerLoop(std::shared_ptr<State> state, Priority priority) {
+  if (priority == Priority::kIdle) {
+    sched_param param{};
+    (void)pthread_setschedparam(pthread_self(), SCHED_IDLE, &param);  // best effort
+  }
   std::unique_lock lk(state->mu);
   for (;;) {
     state->cv.wait(lk, [&] { return state->stopping || !state->queue.empty(); });

@@ -7,6 +7,10 @@
 // thread is detached and keeps the pool's shared state alive, so Shutdown
 // never hangs. Jobs must not capture anything the caller frees after
 // Shutdown unless they hold a shared_ptr to it.
+//
+// Priority::kIdle runs the workers under SCHED_IDLE: they get a CPU only
+// when nothing else wants it (opportunistic work such as cache fills). If the
+// system refuses the policy, the workers run at normal priority.
 #pragma once
 
 #include <chrono>
@@ -25,7 +29,9 @@ class ThreadPool {
  public:
   using Job = std::function<void(bool cancelled)>;
 
-  ThreadPool(int threads, std::string name);
+  enum class Priority { kNormal, kIdle };
+
+  ThreadPool(int threads, std::string name, Priority priority = Priority::kNormal);
   ~ThreadPool();  // Shutdown(5 s) if not done yet
   ThreadPool(const ThreadPool&) = delete;
   ThreadPool& operator=(const ThreadPool&) = delete;
@@ -43,7 +49,7 @@ class ThreadPool {
     bool stopping = false;
     int live_workers = 0;
   };
-  static void WorkerLoop(std::shared_ptr<State> state);
+  static void WorkerLoop(std::shared_ptr<State> state, Priority priority);
 
   std::shared_ptr<State> state_;
   std::vector<std::thread> threads_;

@@ -172,6 +172,12 @@ bool CacheTier::FinishShard(SlotIndex slot, uint32_t shard, uint64_t checksum, b
   return true;
 }
 
+void CacheTier::AbandonShard(SlotIndex slot, uint32_t shard) {
+  std::lock_guard lk(mu_);
+  Meta& m = meta_[slot];
+  if (m.state == State::kFilling && !m.have[shard]) m.claimed[shard] = false;
+}
+
 void CacheTier::EndWriteback(SlotIndex slot, bool ok) {
   std::lock_guard lk(mu_);
   Meta& m = meta_[slot];

@@ -61,6 +61,8 @@ class CacheTier {
   // Records a claimed shard as written; true when that completed the block,
   // which is then ready and, if `dirty`, awaits write-back.
   bool FinishShard(SlotIndex slot, uint32_t shard, uint64_t checksum, bool dirty);
+  // Releases a claimed shard whose copy failed, so a later load or dump fills it.
+  void AbandonShard(SlotIndex slot, uint32_t shard);
 
   // Pins a ready block for reading; false if it is absent or incomplete.
   bool PinReady(const BlockId& id, SlotIndex* slot);

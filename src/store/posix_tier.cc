@@ -207,7 +207,7 @@ void PosixTier::Quarantine(const BlockId& id, File* file, const Status& why) {
   }
 }
 
-Status PosixTier::ReadVerified(const BlockId& id, uint64_t bytes, bool whole_block,
+Status PosixTier::ReadVerified(const BlockId& id, uint64_t bytes, bool whole_block, ReadFor purpose,
                                const ReadBody& body) {
   const uint64_t t0 = NowNs();
   const std::string path = PathOf(id);
@@ -248,15 +248,17 @@ Status PosixTier::ReadVerified(const BlockId& id, uint64_t bytes, bool whole_blo
     open_blocks_.Put(id, entry);
     env_->Touch(path);  // the shared LRU clock, once per open
   }
-  counters_->load_bytes += bytes;
-  counters_->load_ns += NowNs() - t0;
-  if (whole_block) counters_->load_blocks++;
+  if (purpose == ReadFor::kLoad) {
+    counters_->load_bytes += bytes;
+    counters_->load_ns += NowNs() - t0;
+    if (whole_block) counters_->load_blocks++;
+  }
   return Status::OK();
 }
 
 Status PosixTier::ReadShard(const BlockId& id, uint32_t shard, std::span<const iovec> dst,
-                            uint64_t* checksum) {
-  return ReadVerified(id, geo_.layout.shard_bytes, /*whole_block=*/shard == 0,
+                            uint64_t* checksum, ReadFor purpose) {
+  return ReadVerified(id, geo_.layout.shard_bytes, /*whole_block=*/shard == 0, purpose,
                       [&](File* file, const BlockHeader& h) {
                         uint64_t offset = geo_.header_bytes + geo_.shard_offset(shard);
                         StreamingChecksum sum;

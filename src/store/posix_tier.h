@@ -59,9 +59,11 @@ class PosixTier {
   // at geometry.stride) is `data`. Skips the write if the block exists.
   Status WriteBlock(const BlockId& id, std::span<const uint64_t> checksums, const uint8_t* data);
   // Reads and verifies one shard into caller memory; `checksum` (optional)
-  // receives the shard's verified checksum.
+  // receives the shard's verified checksum. kPromotion reads (filling the
+  // DRAM tier in the background) are not counted as loads in the stats.
+  enum class ReadFor { kLoad, kPromotion };
   Status ReadShard(const BlockId& id, uint32_t shard, std::span<const iovec> dst,
-                   uint64_t* checksum = nullptr);
+                   uint64_t* checksum = nullptr, ReadFor purpose = ReadFor::kLoad);
   // Writes one shard of a block dumped straight to this tier; the block is
   // published when its last shard is written.
   Status WriteShard(const BlockId& id, uint32_t shard, std::span<const iovec> src);
@@ -82,9 +84,10 @@ class PosixTier {
   // Finds the block's open file and checked header (opening and reading it
   // if not cached), runs `body` to read and verify data, then classifies
   // failures (corrupt files are removed), touches a newly opened file for
-  // LRU and counts `bytes` read.
+  // LRU and, for kLoad, counts `bytes` read.
   using ReadBody = std::function<Status(File* file, const BlockHeader& header)>;
-  Status ReadVerified(const BlockId& id, uint64_t bytes, bool whole_block, const ReadBody& body);
+  Status ReadVerified(const BlockId& id, uint64_t bytes, bool whole_block, ReadFor purpose,
+                      const ReadBody& body);
   void Quarantine(const BlockId& id, File* file, const Status& why);
   void AfterPublish();
   // Drops partial blocks with no shard written for tmp_max_age_s. Requires pending_mu_.

@@ -36,7 +36,8 @@ struct TierCounters {
 struct StatsCounters {
   TierCounters cache, posix;
   std::atomic<uint64_t> load_tasks{0}, dump_tasks{0}, failed_blocks{0}, writeback_pending{0},
-      writeback_errors{0}, task_latency_ns_total{0}, task_latency_ns_max{0};
+      writeback_errors{0}, promotions_pending{0}, promotions_dropped{0}, promoted_bytes{0},
+      task_latency_ns_total{0}, task_latency_ns_max{0};
 
   void RecordTaskLatency(uint64_t ns) {
     task_latency_ns_total += ns;
@@ -54,6 +55,9 @@ struct StatsCounters {
     s.failed_blocks = failed_blocks;
     s.writeback_pending = writeback_pending;
     s.writeback_errors = writeback_errors;
+    s.promotions_pending = promotions_pending;
+    s.promotions_dropped = promotions_dropped;
+    s.promoted_bytes = promoted_bytes;
     s.task_latency_ns_total = task_latency_ns_total;
     s.task_latency_ns_max = task_latency_ns_max;
     return s;

@@ -8,6 +8,7 @@
 #include <unordered_map>
 
 #include "common/checksum.h"
+#include "common/stream_copy.h"
 
 namespace kvtier {
 namespace {
@@ -17,6 +18,9 @@ constexpr auto kFillWait = std::chrono::seconds(30);
 // Shutdown keeps flushing while write-back progresses at least once per this.
 constexpr auto kShutdownProgressWindow = std::chrono::seconds(2);
 constexpr auto kPoolGrace = std::chrono::seconds(1);
+// Background promotions queued at most; beyond this, loads skip promotion
+// (the queue holds ids, not data, so this bounds only bookkeeping and lag).
+constexpr uint64_t kMaxQueuedFills = 1 << 16;
 
 std::vector<iovec> ToIovecs(const ShardIo& s) {
   std::vector<iovec> v;
@@ -48,6 +52,9 @@ Status StoreCore::Open() {
   }
   fg_pool_ = std::make_unique<ThreadPool>(config.io_threads, "kvtier-io");
   if (cache && posix) wb_pool_ = std::make_unique<ThreadPool>(config.io_threads, "kvtier-wb");
+  if (cache && posix && config.cache_promote_on_load && !config.io_direct) {
+    fill_pool_ = std::make_unique<ThreadPool>(1, "kvtier-fill", ThreadPool::Priority::kIdle);
+  }
   return Status::OK();
 }
 
@@ -117,7 +124,7 @@ void StoreCore::CopyOut(CacheTier::SlotIndex slot, const std::vector<ShardIo>& s
   for (const ShardIo& s : shards) {
     const uint8_t* src = cache->data(slot) + geo.shard_offset(s.shard);
     for (const Segment& seg : s.segments) {
-      std::memcpy(seg.addr, src, seg.len);
+      StreamCopy(seg.addr, src, seg.len);
       src += seg.len;
     }
   }
@@ -141,15 +148,22 @@ Status StoreCore::LoadBlock(const std::vector<ShardIo>& shards) {
   for (size_t i = 0; i < shards.size(); ++i) {
     KVTIER_RETURN_IF_ERROR(posix->ReadShard(id, shards[i].shard, ToIovecs(shards[i]), &sums[i]));
   }
-  if (cache && config.cache_promote_on_load) Promote(shards, sums);
+  if (cache && config.cache_promote_on_load) {
+    if (fill_pool_) {
+      QueuePromotion(shards);
+    } else {
+      PromoteInline(shards, sums);
+    }
+  }
   return Status::OK();
 }
 
-void StoreCore::Promote(const std::vector<ShardIo>& shards, const std::vector<uint64_t>& sums) {
+void StoreCore::PromoteInline(const std::vector<ShardIo>& shards,
+                              const std::vector<uint64_t>& sums) {
   // The shards just landed in the caller's memory and are still in cache:
-  // copying them on into a DRAM slot costs a write, not another read of the
-  // file. The block becomes ready in DRAM once every shard has been loaded
-  // (or dumped). Never waits for a slot: promotion is best effort.
+  // streaming them on into a DRAM slot costs one write to memory, not another
+  // read of the device. The block becomes ready in DRAM once every shard has
+  // been loaded (or dumped). Never waits for a slot: promotion is best effort.
   CacheTier::SlotIndex slot;
   auto state = cache->BeginFill(shards.front().block, std::chrono::milliseconds(0), &slot);
   if (!state.ok() || *state == CacheTier::FillState::kAlreadyPresent) return;
@@ -159,11 +173,57 @@ void StoreCore::Promote(const std::vector<ShardIo>& shards, const std::vector<ui
     if (!cache->ClaimShard(slot, s.shard)) continue;
     uint8_t* dst = cache->data(slot) + geo.shard_offset(s.shard);
     for (const Segment& seg : s.segments) {
-      std::memcpy(dst, seg.addr, seg.len);
+      StreamCopy(dst, seg.addr, seg.len);
       dst += seg.len;
     }
     // Already in the Posix tier: a block completed by loads needs no write-back.
     cache->FinishShard(slot, s.shard, sums[i], /*dirty=*/false);
+  }
+  cache->Unpin(slot);
+}
+
+void StoreCore::QueuePromotion(const std::vector<ShardIo>& shards) {
+  if (fills_queued_.fetch_add(1) >= kMaxQueuedFills) {
+    fills_queued_--;
+    stats.promotions_dropped++;
+    return;
+  }
+  stats.promotions_pending++;
+  std::vector<uint32_t> indices;
+  indices.reserve(shards.size());
+  for (const ShardIo& s : shards) indices.push_back(s.shard);
+  fill_pool_->Submit([self = shared_from_this(), id = shards.front().block,
+                      indices = std::move(indices)](bool cancelled) {
+    if (!cancelled) self->PromoteFromPosix(id, indices);
+    self->fills_queued_--;
+    self->stats.promotions_pending--;
+  });
+}
+
+void StoreCore::PromoteFromPosix(const BlockId& id, const std::vector<uint32_t>& shards) {
+  // Best effort: no waiting for a slot, and a failed read just leaves the
+  // shard for a later load or dump to fill (the read itself removed a
+  // corrupt file). The re-read is verified like any other.
+  CacheTier::SlotIndex slot;
+  auto state = cache->BeginFill(id, std::chrono::milliseconds(0), &slot);
+  if (!state.ok()) {
+    stats.promotions_dropped++;
+    return;
+  }
+  if (*state == CacheTier::FillState::kAlreadyPresent) return;
+  cache->Commit(slot);
+  for (uint32_t shard : shards) {
+    if (!cache->ClaimShard(slot, shard)) continue;
+    iovec into{cache->data(slot) + geo.shard_offset(shard), geo.layout.shard_bytes};
+    uint64_t sum = 0;
+    Status s = posix->ReadShard(id, shard, {&into, 1}, &sum, PosixTier::ReadFor::kPromotion);
+    if (!s.ok()) {
+      cache->AbandonShard(slot, shard);
+      stats.promotions_dropped++;
+      break;
+    }
+    stats.promoted_bytes += geo.layout.shard_bytes;
+    cache->FinishShard(slot, shard, sum, /*dirty=*/false);
   }
   cache->Unpin(slot);
 }
@@ -258,6 +318,7 @@ void StoreCore::Shutdown() {
   }
   if (fg_pool_) fg_pool_->Shutdown(kPoolGrace);
   if (wb_pool_) wb_pool_->Shutdown(kPoolGrace);
+  if (fill_pool_) fill_pool_->Shutdown(kPoolGrace);  // queued fills are just dropped
 }
 
 }  // namespace kvtier

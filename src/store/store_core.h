@@ -3,6 +3,7 @@
 // Owned through shared_ptr by the TieredStore and by every queued job.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <memory>
 #include <mutex>
@@ -47,11 +48,20 @@ class StoreCore : public std::enable_shared_from_this<StoreCore> {
 
  private:
   void CopyOut(CacheTier::SlotIndex slot, const std::vector<ShardIo>& shards);
-  // Copies shards just loaded from the Posix tier into a DRAM slot.
-  void Promote(const std::vector<ShardIo>& shards, const std::vector<uint64_t>& sums);
+  // Promotion: shards just loaded from the Posix tier are also put in DRAM,
+  // so the next load of the block is served from there. With buffered I/O it
+  // happens in the background (QueuePromotion -> PromoteFromPosix re-reads
+  // the shards from the page cache on an idle-priority thread), keeping the
+  // load itself a single verified copy. With O_DIRECT a re-read would cost
+  // device bandwidth, so PromoteInline copies from the caller's memory.
+  void PromoteInline(const std::vector<ShardIo>& shards, const std::vector<uint64_t>& sums);
+  void QueuePromotion(const std::vector<ShardIo>& shards);
+  void PromoteFromPosix(const BlockId& id, const std::vector<uint32_t>& shards);
 
   std::unique_ptr<ThreadPool> fg_pool_;
   std::unique_ptr<ThreadPool> wb_pool_;
+  std::unique_ptr<ThreadPool> fill_pool_;  // background promotion, SCHED_IDLE
+  std::atomic<uint64_t> fills_queued_{0};
   std::mutex wb_mu_;
   std::condition_variable wb_cv_;
   uint64_t wb_pending_ = 0;

@@ -2,12 +2,12 @@
 //
 // Lookups fall through the tiers in order. Loads are served by the first
 // tier holding the block; a block read from the Posix tier is promoted into
-// the DRAM tier when one is configured (one read fills a slot, then shards
-// are copied out). Dumps land in the first tier; with Cache|Posix a block
-// whose last shard arrives is written back to the Posix tier in the
-// background. Work runs on two small thread pools: foreground (load/dump
-// copies) and write-back, so a slow disk never stalls copies out of the
-// engine's memory until the DRAM tier is full.
+// the DRAM tier when one is configured (see StoreCore). Dumps land in the
+// first tier; with Cache|Posix a block whose last shard arrives is written
+// back to the Posix tier in the background. Work runs on small thread pools:
+// foreground (load/dump copies), write-back (so a slow disk never stalls
+// copies out of the engine's memory until the DRAM tier is full) and one
+// idle-priority thread filling DRAM after cold loads.
 #pragma once
 
 #include <memory>

@@ -1,6 +1,8 @@
 #include "common/thread_pool.h"
 
 #include <gtest/gtest.h>
+#include <pthread.h>
+#include <sched.h>
 
 #include <atomic>
 #include <future>
@@ -20,6 +22,19 @@ TEST(ThreadPool, RunsEveryJob) {
     pool.Shutdown(std::chrono::seconds(10));
   }
   EXPECT_EQ(ran.load(), 100);
+}
+
+TEST(ThreadPool, IdleWorkersRunUnderSchedIdle) {
+  ThreadPool pool(1, "t", ThreadPool::Priority::kIdle);
+  std::promise<int> policy;
+  pool.Submit([&](bool) {
+    int p = -1;
+    sched_param param{};
+    pthread_getschedparam(pthread_self(), &p, &param);
+    policy.set_value(p);
+  });
+  EXPECT_EQ(policy.get_future().get(), SCHED_IDLE);
+  pool.Shutdown(std::chrono::seconds(10));
 }
 
 TEST(ThreadPool, ShutdownCancelsQueuedJobsAndDoesNotWaitForAHungOne) {

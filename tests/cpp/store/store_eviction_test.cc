@@ -1,11 +1,14 @@
 // Capacity limits: LRU eviction in the DRAM tier and in the shared Posix tier.
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <pthread.h>
 #include <sys/stat.h>
 
+#include <atomic>
 #include <filesystem>
 
 #include "store/block_format.h"
+#include "testing/fault_env.h"
 #include "testing/store_fixture.h"
 
 namespace kvtier {
@@ -17,6 +20,7 @@ using testing::LoadAndCheck;
 using testing::MakeConfig;
 using testing::MakeIds;
 using testing::TempDir;
+using testing::WaitForPromotions;
 
 TEST(CacheEviction, LeastRecentlyUsedBlockGoesFirst) {
   const BlockLayout layout{1, 4096};
@@ -70,6 +74,7 @@ TEST(CacheEviction, PromotedBlocksAreEvictedForNewDumps) {
   // A block loaded from disk is promoted: loading it again is served from DRAM.
   (*store)->DropCache();
   LoadAndCheck(store->get(), {ids[0]}, &ok);
+  WaitForPromotions(store->get());
   const uint64_t before = (*store)->Stats().cache.load_blocks;
   LoadAndCheck(store->get(), {ids[0]}, &ok);
   EXPECT_TRUE(ok[0]);
@@ -142,13 +147,18 @@ TEST(PosixEviction, SharedRootStaysUnderCapacityEvictingOldestFirst) {
 namespace kvtier {
 namespace {
 
-// Layer-by-layer loads from the Posix tier read through into DRAM: once every
-// shard of a block has been loaded, the block is served from DRAM.
-TEST(Promotion, LayerwiseLoadsFillDramShardByShard) {
+// Layer-by-layer loads from the Posix tier fill DRAM: once every shard of a
+// block has been loaded (and, with buffered I/O, its background fill has run),
+// the block is served from DRAM. O_DIRECT promotes inline instead.
+class Promotion : public ::testing::TestWithParam<bool> {};
+
+TEST_P(Promotion, LayerwiseLoadsFillDramShardByShard) {
   testing::TempDir dir;
   const BlockLayout layout{4, 4096};
-  auto store = Store::Open(testing::MakeConfig("Cache|Posix", dir.path()), layout);
-  ASSERT_TRUE(store.ok());
+  StoreConfig cfg = testing::MakeConfig("Cache|Posix", dir.path());
+  cfg.io_direct = GetParam();
+  auto store = Store::Open(cfg, layout);
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
   const auto ids = testing::MakeIds(2);
   ASSERT_TRUE(testing::DumpShards(store->get(), ids, {0, 1, 2, 3}).status.ok());
   ASSERT_TRUE((*store)->Flush(std::chrono::seconds(10)).ok());
@@ -165,12 +175,59 @@ TEST(Promotion, LayerwiseLoadsFillDramShardByShard) {
       EXPECT_EQ(bufs[b], testing::ShardBytes(ids[b], shard, 4096));
     }
   }
-  EXPECT_EQ((*store)->Stats().cache.load_blocks, 0u);
+  testing::WaitForPromotions(store->get());
+  StoreStats st = (*store)->Stats();
+  EXPECT_EQ(st.cache.load_blocks, 0u);
+  EXPECT_EQ(st.posix.load_bytes, 2u * 4 * 4096) << "promotion re-reads counted as loads";
+  EXPECT_EQ(st.promoted_bytes, GetParam() ? 0u : 2u * 4 * 4096);
   std::vector<bool> ok;
   TaskResult r = testing::LoadAndCheck(store->get(), ids, &ok);
   EXPECT_TRUE(r.status.ok());
   EXPECT_EQ(ok, std::vector<bool>(2, true));
   EXPECT_EQ((*store)->Stats().cache.load_blocks, 2u) << "not served from DRAM after read-through";
+}
+
+INSTANTIATE_TEST_SUITE_P(IoDirect, Promotion, ::testing::Bool(),
+                         [](const auto& p) { return p.param ? "Direct" : "Buffered"; });
+
+// A background fill whose re-read fails drops only the fill: loads keep
+// being served (from the Posix tier), and a later fill completes the block.
+TEST(PromotionFaults, FailedBackgroundReadIsDroppedAndRetriedLater) {
+  testing::TempDir dir;
+  testing::FaultEnv env;
+  std::atomic<bool> fail_fills{true};  // outlives the store, whose fill thread reads it
+  const BlockLayout layout{2, 4096};
+  auto store = Store::Open(testing::MakeConfig("Cache|Posix", dir.path()), layout, &env);
+  ASSERT_TRUE(store.ok());
+  const auto ids = testing::MakeIds(1);
+  ASSERT_TRUE(testing::DumpShards(store->get(), ids, {0, 1}).status.ok());
+  ASSERT_TRUE((*store)->Flush(std::chrono::seconds(10)).ok());
+  (*store)->DropCache();
+  env.SetHook([&](testing::Op op, const std::string&) {
+    char name[16] = {};
+    pthread_getname_np(pthread_self(), name, sizeof(name));
+    if (op == testing::Op::kRead && fail_fills && std::string(name) == "kvtier-fill") {
+      return Status::IOError("injected EIO on the fill thread");
+    }
+    return Status::OK();
+  });
+  std::vector<bool> ok;
+  EXPECT_TRUE(testing::LoadAndCheck(store->get(), ids, &ok).status.ok());
+  EXPECT_TRUE(ok[0]);
+  testing::WaitForPromotions(store->get());
+  EXPECT_GT((*store)->Stats().promotions_dropped, 0u);
+  // Still served, from the Posix tier, and intact.
+  EXPECT_TRUE(testing::LoadAndCheck(store->get(), ids, &ok).status.ok());
+  EXPECT_TRUE(ok[0]);
+  testing::WaitForPromotions(store->get());
+  EXPECT_EQ((*store)->Stats().cache.load_blocks, 0u);
+  // The failed shard was released: once reads work, a fill completes the block.
+  fail_fills = false;
+  EXPECT_TRUE(testing::LoadAndCheck(store->get(), ids, &ok).status.ok());
+  testing::WaitForPromotions(store->get());
+  EXPECT_TRUE(testing::LoadAndCheck(store->get(), ids, &ok).status.ok());
+  EXPECT_TRUE(ok[0]);
+  EXPECT_EQ((*store)->Stats().cache.load_blocks, 1u);
 }
 
 }  // namespace

@@ -61,8 +61,9 @@ TEST(Faults, ReadErrorFailsOnlyThatBlockAndKeepsTheFile) {
   ASSERT_TRUE(DumpShards(store->get(), ids, {0, 1}).status.ok());
   ASSERT_TRUE((*store)->Flush(std::chrono::seconds(10)).ok());
   (*store)->DropCache();
-  env.SetHook([&](Op op, const std::string& path) {
-    if (op == Op::kRead && path.find(ids[2].ToHex()) != std::string::npos) {
+  // By value: background fills may still call the hook while `store` closes.
+  env.SetHook([bad = ids[2].ToHex()](Op op, const std::string& path) {
+    if (op == Op::kRead && path.find(bad) != std::string::npos) {
       return Status::FromErrno(EIO, "read " + path);
     }
     return Status::OK();

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <filesystem>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "kvtier/hash.h"
@@ -87,6 +88,15 @@ inline TaskResult Finish(Store* s, Result<TaskId> task) {
   Status w = s->Wait(*task, std::chrono::seconds(60), &r);
   EXPECT_TRUE(w.ok()) << w.ToString();
   return r;
+}
+
+// Waits (up to 30 s) until the store's background promotions have drained.
+inline void WaitForPromotions(Store* s) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (s->Stats().promotions_pending > 0) {
+    ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "promotions never drained";
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
 }
 
 // Dumps the given shards of `ids` (bytes from ShardBytes) and waits.
