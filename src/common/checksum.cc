@@ -5,8 +5,15 @@
 
 #include "common/stream_copy.h"
 
-#define XXH_INLINE_ALL
+#define XXH_STATIC_LINKING_ONLY  // XXH3_state_t on the stack
 #include <xxhash.h>
+#if defined(__x86_64__)
+// libxxhash's run-time dispatch (SSE2, AVX2 or AVX-512, whichever the CPU
+// has): the inlined default is SSE2, 20 GB/s against 55 GB/s for AVX2 on a
+// cached 128 KiB shard here, and the hash sits on every load's critical path.
+// The hash value is the same on every path, so files stay portable.
+#include <xxh_x86dispatch.h>
+#endif
 
 namespace kvtier {
 

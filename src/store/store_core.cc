@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <thread>
 #include <unordered_map>
 
 #include "common/checksum.h"
@@ -21,6 +22,8 @@ constexpr auto kPoolGrace = std::chrono::seconds(1);
 // Background promotions queued at most; beyond this, loads skip promotion
 // (the queue holds ids, not data, so this bounds only bookkeeping and lag).
 constexpr uint64_t kMaxQueuedFills = 1 << 16;
+// How often a waiting fill looks whether foreground work is done.
+constexpr auto kFillYield = std::chrono::microseconds(200);
 
 std::vector<iovec> ToIovecs(const ShardIo& s) {
   std::vector<iovec> v;
@@ -105,6 +108,7 @@ TaskId StoreCore::Submit(std::vector<std::vector<ShardIo>> groups, bool load) {
   const size_t batch = std::min(by_bytes, by_threads);
   for (size_t first = 0; first < n; first += batch) {
     const size_t last = std::min(n, first + batch);
+    fg_jobs_++;
     fg_pool_->Submit(
         [self = shared_from_this(), groups_ptr, task, first, last, load](bool cancelled) {
           std::vector<TaskTable::Failure> failures;
@@ -115,6 +119,7 @@ TaskId StoreCore::Submit(std::vector<std::vector<ShardIo>> groups, bool load) {
             if (!s.ok()) failures.push_back({part, g.front().block, s});
           }
           self->tasks.EndParts(task, last - first, std::move(failures));
+          self->fg_jobs_--;
         });
   }
   return task;
@@ -194,7 +199,13 @@ void StoreCore::QueuePromotion(const std::vector<ShardIo>& shards) {
   for (const ShardIo& s : shards) indices.push_back(s.shard);
   fill_pool_->Submit([self = shared_from_this(), id = shards.front().block,
                       indices = std::move(indices)](bool cancelled) {
-    if (!cancelled) self->PromoteFromPosix(id, indices);
+    // Fills yield to foreground work as well as to other processes: while
+    // loads or dumps are queued or running, a fill would take memory
+    // bandwidth from them (the rest of a layerwise load, say), so it waits.
+    while (!cancelled && self->fg_jobs_.load() > 0 && !self->stopping_.load()) {
+      std::this_thread::sleep_for(kFillYield);
+    }
+    if (!cancelled && !self->stopping_.load()) self->PromoteFromPosix(id, indices);
     self->fills_queued_--;
     self->stats.promotions_pending--;
   });
@@ -304,6 +315,7 @@ Status StoreCore::Flush(std::chrono::milliseconds timeout) {
 }
 
 void StoreCore::Shutdown() {
+  stopping_ = true;  // queued and waiting fills give up
   {
     std::unique_lock lk(wb_mu_);
     uint64_t last = wb_pending_;

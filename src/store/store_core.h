@@ -51,8 +51,9 @@ class StoreCore : public std::enable_shared_from_this<StoreCore> {
   // Promotion: shards just loaded from the Posix tier are also put in DRAM,
   // so the next load of the block is served from there. With buffered I/O it
   // happens in the background (QueuePromotion -> PromoteFromPosix re-reads
-  // the shards from the page cache on an idle-priority thread), keeping the
-  // load itself a single verified copy. With O_DIRECT a re-read would cost
+  // the shards from the page cache on an idle-priority thread, once no
+  // foreground job is queued or running), keeping the load itself a single
+  // verified copy. With O_DIRECT a re-read would cost
   // device bandwidth, so PromoteInline copies from the caller's memory.
   void PromoteInline(const std::vector<ShardIo>& shards, const std::vector<uint64_t>& sums);
   void QueuePromotion(const std::vector<ShardIo>& shards);
@@ -62,6 +63,8 @@ class StoreCore : public std::enable_shared_from_this<StoreCore> {
   std::unique_ptr<ThreadPool> wb_pool_;
   std::unique_ptr<ThreadPool> fill_pool_;  // background promotion, SCHED_IDLE
   std::atomic<uint64_t> fills_queued_{0};
+  std::atomic<int> fg_jobs_{0};  // foreground jobs queued or running
+  std::atomic<bool> stopping_{false};
   std::mutex wb_mu_;
   std::condition_variable wb_cv_;
   uint64_t wb_pending_ = 0;

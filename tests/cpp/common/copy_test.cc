@@ -59,5 +59,20 @@ TEST(CopyAndChecksum, CopiesSegmentsContiguouslyAndHashesTheirConcatenation) {
   EXPECT_NE(sum, Checksum(joined.data(), joined.size()));
 }
 
+// Stored files carry these checksums: whichever SIMD path the CPU takes, the
+// values are XXH3-64's (pinned from the reference SSE2 build), so block files
+// stay readable across machines and versions.
+TEST(Checksum, ValuesAreXxh3OnEveryCpuPath) {
+  std::vector<uint8_t> b(300000);
+  for (size_t i = 0; i < b.size(); ++i) b[i] = static_cast<uint8_t>(i * 131 + 7);
+  EXPECT_EQ(Checksum("kvtier", 6), 0xa1669530aa735bceull);
+  EXPECT_EQ(Checksum(b.data(), b.size()), 0x3ef2dba2c088772cull);
+  EXPECT_EQ(Checksum(b.data(), 4096), 0x9ddd66c14af0daffull);
+  StreamingChecksum streaming;
+  streaming.Update(b.data(), 1000);
+  streaming.Update(b.data() + 1000, b.size() - 1000);
+  EXPECT_EQ(streaming.Digest(), 0x3ef2dba2c088772cull);
+}
+
 }  // namespace
 }  // namespace kvtier
