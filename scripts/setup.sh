@@ -9,7 +9,7 @@ APT_PACKAGES=(
   build-essential cmake ninja-build pkg-config clang-format
   libgtest-dev libgmock-dev
   libyaml-cpp-dev nlohmann-json3-dev libspdlog-dev libfmt-dev libcli11-dev
-  liburing-dev libxxhash-dev libboost-dev
+  liburing-dev libxxhash-dev libboost-dev libsimdjson-dev
   nginx-light curl
 )
 

@@ -1,45 +1,82 @@
 #include "proxy/request_rewrite.h"
 
+#include <simdjson.h>
+
+#include <nlohmann/json.hpp>
+
+#include <cstdio>
+#include <unordered_map>
+
 namespace kvtier::proxy {
 
 namespace {
 
-constexpr auto kReplace = OrderedJson::error_handler_t::replace;
-using Serializer = nlohmann::detail::serializer<OrderedJson>;
+namespace dom = simdjson::dom;
 
-// Appends `value` as OrderedJson::dump(-1, ' ', false, replace) would.
-void AppendJson(std::string& out, const OrderedJson& value) {
-  Serializer serializer(nlohmann::detail::output_adapter<char, std::string>(out), ' ', kReplace);
-  serializer.dump(value, false, false, 0);
+// One parser per thread: it keeps its buffers between requests.
+dom::parser& Parser() {
+  thread_local dom::parser parser;
+  return parser;
 }
 
-// Appends `"key":` exactly as dump() writes an object key.
-void AppendKey(std::string& out, const std::string& key) {
-  bool plain = true;
-  for (unsigned char c : key) plain = plain && c >= 0x20 && c < 0x80 && c != '"' && c != '\\';
-  if (plain) {
-    out.append(1, '"').append(key).append("\":");
-  } else {
-    AppendJson(out, OrderedJson(key));
-    out.push_back(':');
+// Appends `s` as a JSON string literal (quotes, backslashes and control
+// characters escaped; other UTF-8 bytes as they are, already validated).
+void AppendJsonString(std::string& out, std::string_view s) {
+  out.push_back('"');
+  for (char ch : s) {
+    const auto c = static_cast<unsigned char>(ch);
+    switch (c) {
+      case '"':
+        out.append("\\\"");
+        break;
+      case '\\':
+        out.append("\\\\");
+        break;
+      case '\n':
+        out.append("\\n");
+        break;
+      case '\r':
+        out.append("\\r");
+        break;
+      case '\t':
+        out.append("\\t");
+        break;
+      case '\b':
+        out.append("\\b");
+        break;
+      case '\f':
+        out.append("\\f");
+        break;
+      default:
+        if (c < 0x20) {
+          char esc[8];
+          std::snprintf(esc, sizeof esc, "\\u%04x", c);
+          out.append(esc);
+        } else {
+          out.push_back(ch);
+        }
+    }
   }
+  out.push_back('"');
 }
 
-// Builds an object's text from member texts, as dump() joins members.
+// Builds an object's text from members, as `{"key":value,...}`.
 class ObjectWriter {
  public:
   explicit ObjectWriter(size_t reserve) {
     out_.reserve(reserve);
     out_.push_back('{');
   }
-  void Add(std::string_view member) {
+  void Add(std::string_view key, std::string_view value) {
+    if (out_.size() > 1) out_.push_back(',');
+    AppendJsonString(out_, key);
+    out_.push_back(':');
+    out_.append(value);
+  }
+  // A member already written as `"key":value`.
+  void AddRaw(std::string_view member) {
     if (out_.size() > 1) out_.push_back(',');
     out_.append(member);
-  }
-  std::string& out() { return out_; }  // for AddKey + AppendJson
-  void AddKey(const std::string& key) {
-    if (out_.size() > 1) out_.push_back(',');
-    AppendKey(out_, key);
   }
   std::string Finish() {
     out_.push_back('}');
@@ -50,16 +87,10 @@ class ObjectWriter {
   std::string out_;
 };
 
-// Calls fn(key, member_text) for each top-level member, in order.
-template <typename Fn>
-void ForEachMember(const CompletionRequest& request, Fn&& fn) {
-  size_t i = 0;
-  size_t begin = 0;
-  for (auto it = request.body.begin(); it != request.body.end(); ++it, ++i) {
-    const size_t end = request.member_ends[i];
-    fn(it.key(), std::string_view(request.member_text).substr(begin, end - begin));
-    begin = end;
-  }
+size_t MembersSize(const CompletionRequest& request) {
+  size_t n = 0;
+  for (const auto& m : request.members) n += m.key.size() + m.value.size() + 4;
+  return n;
 }
 
 // Output lengths assumed for load estimates when the client sets none:
@@ -69,22 +100,27 @@ constexpr int64_t kDefaultChatTokens = 256;
 
 int64_t TextTokens(size_t chars) { return static_cast<int64_t>((chars + 3) / 4); }
 
-Result<int64_t> PromptTokens(const OrderedJson& prompt) {
+bool IsInteger(dom::element e) { return e.is_int64() || e.is_uint64(); }
+
+Result<int64_t> PromptTokens(dom::element prompt) {
   const auto bad = Status::InvalidArgument(
       "'prompt' must be a string, or a non-empty array of strings, token ids or token-id arrays");
-  if (prompt.is_string()) return TextTokens(prompt.get_ref<const std::string&>().size());
-  if (!prompt.is_array() || prompt.empty()) return bad;
+  std::string_view text;
+  if (prompt.get(text) == simdjson::SUCCESS) return TextTokens(text.size());
+  dom::array items;
+  if (prompt.get(items) != simdjson::SUCCESS || items.size() == 0) return bad;
   int64_t tokens = 0;
-  for (const auto& item : prompt) {
-    if (item.is_number_integer()) {
+  for (dom::element item : items) {
+    dom::array ids;
+    if (IsInteger(item)) {
       tokens += 1;
-    } else if (item.is_string()) {
-      tokens += TextTokens(item.get_ref<const std::string&>().size());
-    } else if (item.is_array()) {
-      for (const auto& id : item) {
-        if (!id.is_number_integer()) return bad;
+    } else if (item.get(text) == simdjson::SUCCESS) {
+      tokens += TextTokens(text.size());
+    } else if (item.get(ids) == simdjson::SUCCESS) {
+      for (dom::element id : ids) {
+        if (!IsInteger(id)) return bad;
       }
-      tokens += static_cast<int64_t>(item.size());
+      tokens += static_cast<int64_t>(ids.size());
     } else {
       return bad;
     }
@@ -92,23 +128,25 @@ Result<int64_t> PromptTokens(const OrderedJson& prompt) {
   return tokens;
 }
 
-Result<int64_t> MessageTokens(const OrderedJson& messages) {
-  if (!messages.is_array() || messages.empty()) {
-    return Status::InvalidArgument("'messages' must be a non-empty array of message objects");
-  }
+Result<int64_t> MessageTokens(dom::element messages) {
+  const auto bad =
+      Status::InvalidArgument("'messages' must be a non-empty array of message objects");
+  dom::array list;
+  if (messages.get(list) != simdjson::SUCCESS || list.size() == 0) return bad;
   size_t chars = 0;
-  for (const auto& message : messages) {
-    if (!message.is_object()) {
-      return Status::InvalidArgument("'messages' must be a non-empty array of message objects");
-    }
-    auto content = message.find("content");
-    if (content == message.end()) continue;
-    if (content->is_string()) {
-      chars += content->get_ref<const std::string&>().size();
-    } else if (content->is_array()) {  // [{"type":"text","text":...}, ...]
-      for (const auto& part : *content) {
-        if (part.is_object() && part.contains("text") && part["text"].is_string()) {
-          chars += part["text"].get_ref<const std::string&>().size();
+  for (dom::element message : list) {
+    dom::object fields;
+    if (message.get(fields) != simdjson::SUCCESS) return bad;
+    dom::element content;
+    if (fields.at_key("content").get(content) != simdjson::SUCCESS) continue;
+    std::string_view text;
+    dom::array parts;
+    if (content.get(text) == simdjson::SUCCESS) {
+      chars += text.size();
+    } else if (content.get(parts) == simdjson::SUCCESS) {  // [{"type":"text","text":...}, ...]
+      for (dom::element part : parts) {
+        if (part.is_object() && part.at_key("text").get(text) == simdjson::SUCCESS) {
+          chars += text.size();
         }
       }
     }
@@ -116,104 +154,132 @@ Result<int64_t> MessageTokens(const OrderedJson& messages) {
   return TextTokens(chars);
 }
 
+Status ParseError(simdjson::error_code error, std::string_view body) {
+  // simdjson reports a malformed number and one beyond 64 bits alike; the
+  // slower, arbitrary-range validator tells which (only on this error path).
+  if (error == simdjson::NUMBER_ERROR && nlohmann::json::accept(body)) {
+    return Status::InvalidArgument(
+        "request body has a number outside the 64-bit integer or double range");
+  }
+  return Status::InvalidArgument("request body is not valid JSON");
+}
+
 }  // namespace
 
 Result<CompletionRequest> ParseCompletionRequest(std::string_view body, bool chat) {
-  CompletionRequest request;
-  request.chat = chat;
-  request.body = OrderedJson::parse(body, nullptr, /*allow_exceptions=*/false);
-  if (request.body.is_discarded()) {
-    return Status::InvalidArgument("request body is not valid JSON");
-  }
-  if (!request.body.is_object()) {
+  dom::element doc;
+  if (auto error = Parser().parse(body.data(), body.size()).get(doc))
+    return ParseError(error, body);
+  dom::object object;
+  if (doc.get(object) != simdjson::SUCCESS) {
     return Status::InvalidArgument("request body must be a JSON object");
   }
-  const OrderedJson& b = request.body;
-  if (auto model = b.find("model"); model != b.end() && !model->is_string()) {
-    return Status::InvalidArgument("'model' must be a string");
-  }
-  if (auto stream = b.find("stream"); stream != b.end() && !stream->is_null()) {
-    if (!stream->is_boolean()) return Status::InvalidArgument("'stream' must be a boolean");
-    request.stream = stream->get<bool>();
-  }
+  CompletionRequest request;
+  request.chat = chat;
   request.max_tokens = chat ? kDefaultChatTokens : kDefaultCompletionTokens;
-  for (const char* key : {"max_tokens", "max_completion_tokens"}) {
-    auto it = b.find(key);
-    if (it == b.end() || it->is_null()) continue;
-    if (!it->is_number_integer() || it->get<int64_t>() < 0) {
-      return Status::InvalidArgument(std::string("'") + key + "' must be a non-negative integer");
+  const std::string_view prompt_key = chat ? "messages" : "prompt";
+  bool have_prompt = false;
+  // Members in order; a repeated key keeps its first slot and its last value,
+  // and only that last value is checked below.
+  request.members.reserve(object.size());
+  std::vector<dom::element> values;
+  values.reserve(object.size());
+  std::unordered_map<std::string_view, size_t> slot_of;  // keys point into the parser
+  slot_of.reserve(object.size());
+  for (dom::key_value_pair field : object) {
+    auto [slot, inserted] = slot_of.try_emplace(field.key, request.members.size());
+    const size_t i = slot->second;
+    if (inserted) {
+      request.members.push_back({std::string(field.key), {}});
+      values.push_back(field.value);
     }
-    request.max_tokens = it->get<int64_t>();
+    request.members[i].value = simdjson::to_string(field.value);
+    values[i] = field.value;
   }
-  const char* prompt_key = chat ? "messages" : "prompt";
-  auto prompt = b.find(prompt_key);
-  if (prompt == b.end()) {
-    return Status::InvalidArgument(std::string("'") + prompt_key + "' is required");
+  for (size_t i = 0; i < values.size(); ++i) {
+    const std::string& key = request.members[i].key;
+    const dom::element value = values[i];
+    if (key == "model") {
+      if (!value.is_string()) return Status::InvalidArgument("'model' must be a string");
+    } else if (key == "stream") {
+      if (value.is_null()) continue;
+      if (!value.is_bool()) return Status::InvalidArgument("'stream' must be a boolean");
+      request.stream = value.get_bool().value_unsafe();
+    } else if (key == prompt_key) {
+      have_prompt = true;
+      Result<int64_t> tokens = chat ? MessageTokens(value) : PromptTokens(value);
+      if (!tokens.ok()) return tokens.status();
+      request.prompt_tokens = *tokens;
+    }
   }
-  Result<int64_t> tokens = chat ? MessageTokens(*prompt) : PromptTokens(*prompt);
-  if (!tokens.ok()) return tokens.status();
-  request.prompt_tokens = *tokens;
-  request.member_text.reserve(body.size() + 64);
-  request.member_ends.reserve(request.body.size());
-  for (auto it = request.body.begin(); it != request.body.end(); ++it) {
-    AppendKey(request.member_text, it.key());
-    AppendJson(request.member_text, it.value());
-    request.member_ends.push_back(request.member_text.size());
+  // max_completion_tokens, when set, wins over max_tokens (OpenAI's newer name).
+  for (const char* key : {"max_tokens", "max_completion_tokens"}) {
+    for (size_t i = 0; i < values.size(); ++i) {
+      if (request.members[i].key != key || values[i].is_null()) continue;
+      if (!values[i].is_int64() || values[i].get_int64().value_unsafe() < 0) {
+        return Status::InvalidArgument(std::string("'") + key + "' must be a non-negative integer");
+      }
+      request.max_tokens = values[i].get_int64().value_unsafe();
+    }
+  }
+  if (!have_prompt) {
+    return Status::InvalidArgument("'" + std::string(prompt_key) + "' is required");
   }
   return request;
 }
 
 std::string PrefillBody(const CompletionRequest& request) {
-  // Same as copying the body, setting max_tokens=1 (chat also
-  // max_completion_tokens=1), stream=false and kv_transfer_params (in place
-  // when present, else appended in that order), erasing stream_options and
-  // dumping it; but with the client's members copied as serialized text.
+  // The client's members with max_tokens=1 (chat also max_completion_tokens=1),
+  // stream=false and kv_transfer_params (in place when present, else appended
+  // in that order), and without stream_options.
   static constexpr std::string_view kKv =
       R"("kv_transfer_params":{"do_remote_decode":true,"do_remote_prefill":false,)"
       R"("remote_engine_id":null,"remote_block_ids":null,"remote_host":null,"remote_port":null})";
   bool max_tokens = false, max_completion_tokens = !request.chat, stream = false, kv = false;
-  ObjectWriter writer(request.member_text.size() + kKv.size() + 96);
-  ForEachMember(request, [&](const std::string& key, std::string_view member) {
+  ObjectWriter writer(MembersSize(request) + kKv.size() + 96);
+  for (const auto& [key, value] : request.members) {
     if (key == "max_tokens") {
-      writer.Add(R"("max_tokens":1)");
+      writer.AddRaw(R"("max_tokens":1)");
       max_tokens = true;
     } else if (request.chat && key == "max_completion_tokens") {
-      writer.Add(R"("max_completion_tokens":1)");
+      writer.AddRaw(R"("max_completion_tokens":1)");
       max_completion_tokens = true;
     } else if (key == "stream") {
-      writer.Add(R"("stream":false)");
+      writer.AddRaw(R"("stream":false)");
       stream = true;
     } else if (key == "kv_transfer_params") {
-      writer.Add(kKv);
+      writer.AddRaw(kKv);
       kv = true;
     } else if (key != "stream_options") {
-      writer.Add(member);
+      writer.Add(key, value);
     }
-  });
-  if (!max_tokens) writer.Add(R"("max_tokens":1)");
-  if (!max_completion_tokens) writer.Add(R"("max_completion_tokens":1)");
-  if (!stream) writer.Add(R"("stream":false)");
-  if (!kv) writer.Add(kKv);
+  }
+  if (!max_tokens) writer.AddRaw(R"("max_tokens":1)");
+  if (!max_completion_tokens) writer.AddRaw(R"("max_completion_tokens":1)");
+  if (!stream) writer.AddRaw(R"("stream":false)");
+  if (!kv) writer.AddRaw(kKv);
   return writer.Finish();
 }
 
 std::string DecodeBody(const CompletionRequest& request, std::string_view prefill_response) {
-  // Same as erasing kv_transfer_params, appending the prefill's (if any) and
-  // dumping the body.
-  OrderedJson answer = OrderedJson::parse(prefill_response, nullptr, false);
-  const OrderedJson* kv = nullptr;
-  if (answer.is_object()) {
-    auto it = answer.find("kv_transfer_params");
-    if (it != answer.end() && !it->is_null()) kv = &*it;
+  // The client's members without its kv_transfer_params, then the prefill's
+  // (if it returned any that is not null).
+  std::string kv;
+  dom::element answer;
+  if (Parser().parse(prefill_response.data(), prefill_response.size()).get(answer) ==
+      simdjson::SUCCESS) {
+    dom::element value;
+    if (answer.is_object() &&
+        answer.get_object().value_unsafe()["kv_transfer_params"].get(value) == simdjson::SUCCESS &&
+        !value.is_null()) {
+      kv = simdjson::to_string(value);
+    }
   }
-  ObjectWriter writer(request.member_text.size() + 256);
-  ForEachMember(request, [&](const std::string& key, std::string_view member) {
-    if (key != "kv_transfer_params") writer.Add(member);
-  });
-  if (kv) {
-    writer.AddKey("kv_transfer_params");
-    AppendJson(writer.out(), *kv);
+  ObjectWriter writer(MembersSize(request) + kv.size() + 32);
+  for (const auto& [key, value] : request.members) {
+    if (key != "kv_transfer_params") writer.Add(key, value);
   }
+  if (!kv.empty()) writer.Add("kv_transfer_params", kv);
   return writer.Finish();
 }
 

@@ -15,7 +15,13 @@
 //    decode.
 //  * DecodeBody: the client's request with kv_transfer_params replaced by the
 //    value the prefill engine returned (left out when it returned none).
-// Key order of the client's body is preserved (ordered_json).
+// Key order of the client's body is preserved; a key given twice keeps its
+// first position and its last value (as Python's json, and so vLLM, reads it).
+//
+// Parsing is simdjson's (validating, UTF-8 checked, ~1 us for a typical
+// request) rather than a DOM of nlohmann::json (~18 us): the proxy parses
+// every request and every prefill answer, and on a busy proxy that was a
+// tenth of its CPU.
 #pragma once
 
 #include <cstdint>
@@ -23,26 +29,23 @@
 #include <string_view>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-
 #include "kvtier/status.h"
 
 namespace kvtier::proxy {
 
-using OrderedJson = nlohmann::ordered_json;
-
 struct CompletionRequest {
-  OrderedJson body;
   bool chat = false;
   bool stream = false;
   int64_t prompt_tokens = 0;  // estimated: token arrays exactly, text as chars/4
   int64_t max_tokens = 0;     // requested output tokens (a default when absent)
-  // The body's top-level members, serialized once as `"key":value` texts back
-  // to back in member_text; member_ends[i] ends the i-th member of `body` (in
-  // its order). PrefillBody/DecodeBody splice these instead of copying and
-  // re-serializing the whole body twice.
-  std::string member_text;
-  std::vector<size_t> member_ends;
+  // The body's top-level members in order, each as its key and its value's
+  // minified JSON text. PrefillBody/DecodeBody splice these texts instead of
+  // building and serializing a document.
+  struct Member {
+    std::string key;
+    std::string value;
+  };
+  std::vector<Member> members;
 };
 
 Result<CompletionRequest> ParseCompletionRequest(std::string_view body, bool chat);

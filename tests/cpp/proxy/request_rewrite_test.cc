@@ -2,6 +2,8 @@
 // any network.
 #include <gtest/gtest.h>
 
+#include <nlohmann/json.hpp>
+
 #include <string>
 #include <utility>
 #include <vector>
@@ -15,32 +17,35 @@ namespace {
 
 using nlohmann::json;
 
-// The straightforward transforms (copy the parsed body, edit it, dump it):
-// the spliced PrefillBody/DecodeBody must produce exactly these bytes.
-std::string ReferencePrefill(const CompletionRequest& request) {
-  OrderedJson body = request.body;
+using OrderedJson = nlohmann::ordered_json;
+
+// The straightforward transforms on a parsed document (copy the client's
+// body, edit it): the spliced PrefillBody/DecodeBody must equal these as JSON
+// values, key order included.
+OrderedJson ReferencePrefill(const std::string& client_body, bool chat) {
+  OrderedJson body = OrderedJson::parse(client_body);
   body["max_tokens"] = 1;
-  if (request.chat) body["max_completion_tokens"] = 1;
+  if (chat) body["max_completion_tokens"] = 1;
   body["stream"] = false;
   body.erase("stream_options");
   body["kv_transfer_params"] = {{"do_remote_decode", true},    {"do_remote_prefill", false},
                                 {"remote_engine_id", nullptr}, {"remote_block_ids", nullptr},
                                 {"remote_host", nullptr},      {"remote_port", nullptr}};
-  return body.dump(-1, ' ', false, OrderedJson::error_handler_t::replace);
+  return body;
 }
 
-std::string ReferenceDecode(const CompletionRequest& request, std::string_view prefill) {
-  OrderedJson body = request.body;
+OrderedJson ReferenceDecode(const std::string& client_body, std::string_view prefill) {
+  OrderedJson body = OrderedJson::parse(client_body);
   body.erase("kv_transfer_params");
   OrderedJson answer = OrderedJson::parse(prefill, nullptr, false);
   if (answer.is_object()) {
     auto kv = answer.find("kv_transfer_params");
     if (kv != answer.end() && !kv->is_null()) body["kv_transfer_params"] = *kv;
   }
-  return body.dump(-1, ' ', false, OrderedJson::error_handler_t::replace);
+  return body;
 }
 
-TEST(RequestRewrite, SplicedBodiesMatchFullReserialization) {
+TEST(RequestRewrite, SplicedBodiesMatchTheDocumentTransforms) {
   const std::vector<std::pair<std::string, bool>> bodies = {
       {R"({"model":"m","prompt":[1,2,3],"max_tokens":5,"stream":true})", false},
       {R"({"prompt":"hi"})", false},
@@ -55,6 +60,10 @@ TEST(RequestRewrite, SplicedBodiesMatchFullReserialization) {
        true},
       {R"({"prompt":[[1,2],[3]],"n":2,"logprobs":null,"stop":["\n"],"seed":-1,"top_p":1.0})",
        false},
+      // A repeated key keeps its first position and its last value.
+      {R"({"prompt":"a","max_tokens":3,"prompt":[7,8],"kv_transfer_params":1,"kv_transfer_params":2})",
+       false},
+      {R"( { "prompt" : [ 1 , 2 ] , "x" : { "y" : [ ] , "z" : "\u0000\ud83d\ude00" } } )", false},
   };
   const std::vector<std::string> answers = {
       R"({"id":"p","kv_transfer_params":{"remote_engine_id":"e","remote_block_ids":[1,2],"remote_host":"h","remote_port":9}})",
@@ -67,9 +76,9 @@ TEST(RequestRewrite, SplicedBodiesMatchFullReserialization) {
   for (const auto& [text, chat] : bodies) {
     auto request = ParseCompletionRequest(text, chat);
     ASSERT_TRUE(request.ok()) << text << ": " << request.status().ToString();
-    EXPECT_EQ(PrefillBody(*request), ReferencePrefill(*request)) << text;
+    EXPECT_EQ(OrderedJson::parse(PrefillBody(*request)), ReferencePrefill(text, chat)) << text;
     for (const auto& answer : answers) {
-      EXPECT_EQ(DecodeBody(*request, answer), ReferenceDecode(*request, answer))
+      EXPECT_EQ(OrderedJson::parse(DecodeBody(*request, answer)), ReferenceDecode(text, answer))
           << text << " / " << answer;
     }
   }
@@ -144,6 +153,14 @@ TEST(RequestRewrite, RejectsMalformedRequests) {
       {R"({"prompt":"x"})", true, "'messages' is required"},
       {R"({"messages":[]})", true, "'messages' must be"},
       {R"({"messages":["hi"]})", true, "'messages' must be"},
+      {R"({"prompt":"x"} trailing)", false, "not valid JSON"},
+      {R"({"prompt":"x",})", false, "not valid JSON"},
+      {R"({"prompt":tru})", false, "not valid JSON"},
+      {"{\"prompt\":\"\xff\xfe\"}", false, "not valid JSON"},  // not UTF-8
+      {R"({"prompt":"x","max_tokens":1.5})", false, "'max_tokens' must be"},
+      {R"({"prompt":"x","max_completion_tokens":"9"})", false, "'max_completion_tokens' must be"},
+      {R"({"prompt":[99999999999999999999999]})", false, "64-bit"},
+      {"", false, "not valid JSON"},
   };
   for (const auto& c : cases) {
     auto request = ParseCompletionRequest(c.body, c.chat);
