@@ -5,7 +5,6 @@
 
 #include <algorithm>
 #include <cstring>
-#include <thread>
 #include <unordered_map>
 
 #include "common/checksum.h"
@@ -22,8 +21,6 @@ constexpr auto kPoolGrace = std::chrono::seconds(1);
 // Background promotions queued at most; beyond this, loads skip promotion
 // (the queue holds ids, not data, so this bounds only bookkeeping and lag).
 constexpr uint64_t kMaxQueuedFills = 1 << 16;
-// How often a waiting fill looks whether foreground work is done.
-constexpr auto kFillYield = std::chrono::microseconds(200);
 
 std::vector<iovec> ToIovecs(const ShardIo& s) {
   std::vector<iovec> v;
@@ -119,7 +116,10 @@ TaskId StoreCore::Submit(std::vector<std::vector<ShardIo>> groups, bool load) {
             if (!s.ok()) failures.push_back({part, g.front().block, s});
           }
           self->tasks.EndParts(task, last - first, std::move(failures));
-          self->fg_jobs_--;
+          if (--self->fg_jobs_ == 0) {
+            std::lock_guard lk(self->fg_idle_mu_);
+            self->fg_idle_cv_.notify_all();
+          }
         });
   }
   return task;
@@ -202,10 +202,11 @@ void StoreCore::QueuePromotion(const std::vector<ShardIo>& shards) {
     // Fills yield to foreground work as well as to other processes: while
     // loads or dumps are queued or running, a fill would take memory
     // bandwidth from them (the rest of a layerwise load, say), so it waits.
-    while (!cancelled && self->fg_jobs_.load() > 0 && !self->stopping_.load()) {
-      std::this_thread::sleep_for(kFillYield);
+    if (!cancelled) {
+      std::unique_lock lk(self->fg_idle_mu_);
+      self->fg_idle_cv_.wait(lk, [&] { return self->fg_jobs_.load() == 0 || self->stopping_; });
     }
-    if (!cancelled && !self->stopping_.load()) self->PromoteFromPosix(id, indices);
+    if (!cancelled && !self->stopping_) self->PromoteFromPosix(id, indices);
     self->fills_queued_--;
     self->stats.promotions_pending--;
   });
@@ -315,7 +316,11 @@ Status StoreCore::Flush(std::chrono::milliseconds timeout) {
 }
 
 void StoreCore::Shutdown() {
-  stopping_ = true;  // queued and waiting fills give up
+  {
+    std::lock_guard lk(fg_idle_mu_);
+    stopping_ = true;  // queued and waiting fills give up
+  }
+  fg_idle_cv_.notify_all();
   {
     std::unique_lock lk(wb_mu_);
     uint64_t last = wb_pending_;

@@ -63,7 +63,10 @@ class StoreCore : public std::enable_shared_from_this<StoreCore> {
   std::unique_ptr<ThreadPool> wb_pool_;
   std::unique_ptr<ThreadPool> fill_pool_;  // background promotion, SCHED_IDLE
   std::atomic<uint64_t> fills_queued_{0};
-  std::atomic<int> fg_jobs_{0};  // foreground jobs queued or running
+  // Foreground jobs queued or running; background fills wait for zero.
+  std::atomic<int> fg_jobs_{0};
+  std::mutex fg_idle_mu_;
+  std::condition_variable fg_idle_cv_;  // fg_jobs_ reached 0, or stopping_
   std::atomic<bool> stopping_{false};
   std::mutex wb_mu_;
   std::condition_variable wb_cv_;

@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <filesystem>
+#include <thread>
 
 #include "store/block_format.h"
 #include "testing/fault_env.h"
@@ -189,6 +190,50 @@ TEST_P(Promotion, LayerwiseLoadsFillDramShardByShard) {
 
 INSTANTIATE_TEST_SUITE_P(IoDirect, Promotion, ::testing::Bool(),
                          [](const auto& p) { return p.param ? "Direct" : "Buffered"; });
+
+// Background fills start only when no load or dump job is queued or running,
+// so they never take bandwidth from the rest of a (layerwise) load.
+TEST(PromotionOrder, BackgroundFillsWaitForForegroundJobs) {
+  testing::TempDir dir;
+  testing::FaultEnv env;
+  std::atomic<bool> stall{true};  // outlives the store
+  const BlockLayout layout{1, 4096};
+  auto store = Store::Open(testing::MakeConfig("Cache|Posix", dir.path()), layout, &env);
+  ASSERT_TRUE(store.ok());
+  const auto ids = testing::MakeIds(2);
+  ASSERT_TRUE(testing::DumpShards(store->get(), ids, {0}).status.ok());
+  ASSERT_TRUE((*store)->Flush(std::chrono::seconds(10)).ok());
+  (*store)->DropCache();
+  // The foreground read of ids[1] stalls until released; ids[0] goes through.
+  env.SetHook([&stall, slow = ids[1].ToHex()](testing::Op op, const std::string& path) {
+    char name[16] = {};
+    pthread_getname_np(pthread_self(), name, sizeof(name));
+    if (op == testing::Op::kRead && path.find(slow) != std::string::npos &&
+        std::string(name) == "kvtier-io") {
+      while (stall) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    return Status::OK();
+  });
+  std::vector<std::vector<uint8_t>> bufs(2, std::vector<uint8_t>(4096));
+  auto task = (*store)->Load({ShardIo{ids[0], 0, {Segment{bufs[0].data(), 4096}}},
+                              ShardIo{ids[1], 0, {Segment{bufs[1].data(), 4096}}}});
+  ASSERT_TRUE(task.ok());
+  // ids[0] is loaded and its fill queued, but ids[1]'s job still runs.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while ((*store)->Stats().promotions_pending == 0) {
+    ASSERT_LT(std::chrono::steady_clock::now(), deadline);
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_EQ((*store)->Stats().promoted_bytes, 0u) << "a fill ran while a load was running";
+  stall = false;
+  TaskResult r;
+  ASSERT_TRUE((*store)->Wait(*task, std::chrono::seconds(10), &r).ok());
+  EXPECT_TRUE(r.status.ok());
+  EXPECT_EQ(bufs[1], testing::ShardBytes(ids[1], 0, 4096));
+  testing::WaitForPromotions(store->get());
+  EXPECT_EQ((*store)->Stats().promoted_bytes, 2u * 4096);
+}
 
 // A background fill whose re-read fails drops only the fill: loads keep
 // being served (from the Posix tier), and a later fill completes the block.
