@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -172,8 +173,14 @@ def main() -> None:
     ap.add_argument("--whole-block", action="store_true", help="use_layerwise: false")
     ap.add_argument("--json", type=Path, default=None, help="write the result here too")
     args = ap.parse_args()
+    created = args.workdir is None  # ours to remove: kept only when something failed
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="kvtier-vllm-demo-"))
-    r = run(args.prompt_len, workdir, layerwise=not args.whole_block)
+    try:
+        r = run(args.prompt_len, workdir, layerwise=not args.whole_block)
+    except BaseException:
+        if created:
+            print(f"kept {workdir} (engine logs, store) for inspection", file=sys.stderr)
+        raise
     print(f"prompt {r['prompt_tokens']} tokens, {r['shared_tokens']} shared with engine A's prompt")
     print(f"engine B external (kvtier) hit rate: {r['b_hit_rate']:.1%} "
           f"({r['b_external_hit_tokens']:.0f}/{r['b_external_query_tokens']:.0f} tokens)")
@@ -183,7 +190,12 @@ def main() -> None:
     print(f"same greedy output: {r['same_output']}   {r['b_loaded_log']}")
     if args.json:
         args.json.write_text(json.dumps(r, indent=2))
-    sys.exit(0 if r["same_output"] and r["b_external_hit_tokens"] > 0 else 1)
+    ok = r["same_output"] and r["b_external_hit_tokens"] > 0
+    if created and ok:
+        shutil.rmtree(workdir, ignore_errors=True)
+    elif created:
+        print(f"kept {workdir} (engine logs, store) for inspection", file=sys.stderr)
+    sys.exit(0 if ok else 1)
 
 
 if __name__ == "__main__":
