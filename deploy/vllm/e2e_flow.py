@@ -175,26 +175,25 @@ def main() -> None:
     args = ap.parse_args()
     created = args.workdir is None  # ours to remove: kept only when something failed
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="kvtier-vllm-demo-"))
+    ok = False
     try:
         r = run(args.prompt_len, workdir, layerwise=not args.whole_block)
-    except BaseException:
-        if created:
+        print(f"prompt {r['prompt_tokens']} tokens, "
+              f"{r['shared_tokens']} shared with engine A's prompt")
+        print(f"engine B external (kvtier) hit rate: {r['b_hit_rate']:.1%} "
+              f"({r['b_external_hit_tokens']:.0f}/{r['b_external_query_tokens']:.0f} tokens)")
+        print(f"TTFT on B without cache: {r['ttft_b_nocache_s'] * 1e3:.0f} ms")
+        print(f"TTFT on B with kvtier:   {r['ttft_b_cache_s'] * 1e3:.0f} ms "
+              f"({r['ttft_b_nocache_s'] / r['ttft_b_cache_s']:.2f}x faster)")
+        print(f"same greedy output: {r['same_output']}   {r['b_loaded_log']}")
+        if args.json:
+            args.json.write_text(json.dumps(r, indent=2))
+        ok = r["same_output"] and r["b_external_hit_tokens"] > 0
+    finally:
+        if created and ok:
+            shutil.rmtree(workdir, ignore_errors=True)
+        elif created:
             print(f"kept {workdir} (engine logs, store) for inspection", file=sys.stderr)
-        raise
-    print(f"prompt {r['prompt_tokens']} tokens, {r['shared_tokens']} shared with engine A's prompt")
-    print(f"engine B external (kvtier) hit rate: {r['b_hit_rate']:.1%} "
-          f"({r['b_external_hit_tokens']:.0f}/{r['b_external_query_tokens']:.0f} tokens)")
-    print(f"TTFT on B without cache: {r['ttft_b_nocache_s'] * 1e3:.0f} ms")
-    print(f"TTFT on B with kvtier:   {r['ttft_b_cache_s'] * 1e3:.0f} ms "
-          f"({r['ttft_b_nocache_s'] / r['ttft_b_cache_s']:.2f}x faster)")
-    print(f"same greedy output: {r['same_output']}   {r['b_loaded_log']}")
-    if args.json:
-        args.json.write_text(json.dumps(r, indent=2))
-    ok = r["same_output"] and r["b_external_hit_tokens"] > 0
-    if created and ok:
-        shutil.rmtree(workdir, ignore_errors=True)
-    elif created:
-        print(f"kept {workdir} (engine logs, store) for inspection", file=sys.stderr)
     sys.exit(0 if ok else 1)
 
 

@@ -1,7 +1,6 @@
 #include "common/checksum.h"
 
 #include <algorithm>
-#include <cstring>
 
 #include "common/stream_copy.h"
 

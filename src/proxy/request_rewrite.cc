@@ -4,7 +4,6 @@
 
 #include <nlohmann/json.hpp>
 
-#include <cstdio>
 #include <unordered_map>
 
 namespace kvtier::proxy {
@@ -19,45 +18,16 @@ dom::parser& Parser() {
   return parser;
 }
 
-// Appends `s` as a JSON string literal (quotes, backslashes and control
-// characters escaped; other UTF-8 bytes as they are, already validated).
+// Appends `s` as a JSON string literal. Keys are almost always plain ASCII,
+// written as they are; anything else goes through nlohmann::json's escaping.
 void AppendJsonString(std::string& out, std::string_view s) {
-  out.push_back('"');
-  for (char ch : s) {
-    const auto c = static_cast<unsigned char>(ch);
-    switch (c) {
-      case '"':
-        out.append("\\\"");
-        break;
-      case '\\':
-        out.append("\\\\");
-        break;
-      case '\n':
-        out.append("\\n");
-        break;
-      case '\r':
-        out.append("\\r");
-        break;
-      case '\t':
-        out.append("\\t");
-        break;
-      case '\b':
-        out.append("\\b");
-        break;
-      case '\f':
-        out.append("\\f");
-        break;
-      default:
-        if (c < 0x20) {
-          char esc[8];
-          std::snprintf(esc, sizeof esc, "\\u%04x", c);
-          out.append(esc);
-        } else {
-          out.push_back(ch);
-        }
-    }
+  bool plain = true;
+  for (unsigned char c : s) plain = plain && c >= 0x20 && c < 0x80 && c != '"' && c != '\\';
+  if (plain) {
+    out.append(1, '"').append(s).append(1, '"');
+  } else {
+    out.append(nlohmann::json(s).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
   }
-  out.push_back('"');
 }
 
 // Builds an object's text from members, as `{"key":value,...}`.

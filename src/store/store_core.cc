@@ -154,51 +154,72 @@ Status StoreCore::LoadBlock(const std::vector<ShardIo>& shards) {
     KVTIER_RETURN_IF_ERROR(posix->ReadShard(id, shards[i].shard, ToIovecs(shards[i]), &sums[i]));
   }
   if (cache && config.cache_promote_on_load) {
+    std::vector<uint32_t> indices;
+    indices.reserve(shards.size());
+    for (const ShardIo& s : shards) indices.push_back(s.shard);
     if (fill_pool_) {
-      QueuePromotion(shards);
+      QueuePromotion(id, std::move(indices));
     } else {
-      PromoteInline(shards, sums);
+      PromoteInline(shards, indices, sums);
     }
   }
   return Status::OK();
 }
 
+Status StoreCore::FillClean(const BlockId& id, const std::vector<uint32_t>& shards,
+                            const ShardFiller& fill, uint64_t* filled_bytes) {
+  // The block is already in the Posix tier: a slot completed this way needs
+  // no write-back. It becomes ready once every shard has been loaded (or
+  // dumped). Never waits for a slot: promotion is best effort.
+  *filled_bytes = 0;
+  CacheTier::SlotIndex slot;
+  auto state = cache->BeginFill(id, std::chrono::milliseconds(0), &slot);
+  if (!state.ok()) return state.status();
+  if (*state == CacheTier::FillState::kAlreadyPresent) return Status::OK();
+  cache->Commit(slot);
+  Status result;
+  for (size_t i = 0; i < shards.size(); ++i) {
+    if (!cache->ClaimShard(slot, shards[i])) continue;  // already there (or arriving)
+    uint64_t sum = 0;
+    result = fill(i, cache->data(slot) + geo.shard_offset(shards[i]), &sum);
+    if (!result.ok()) {
+      cache->AbandonShard(slot, shards[i]);  // left for a later load or dump
+      break;
+    }
+    *filled_bytes += geo.layout.shard_bytes;
+    cache->FinishShard(slot, shards[i], sum, /*dirty=*/false);
+  }
+  cache->Unpin(slot);
+  return result;
+}
+
 void StoreCore::PromoteInline(const std::vector<ShardIo>& shards,
+                              const std::vector<uint32_t>& indices,
                               const std::vector<uint64_t>& sums) {
   // The shards just landed in the caller's memory and are still in cache:
   // streaming them on into a DRAM slot costs one write to memory, not another
-  // read of the device. The block becomes ready in DRAM once every shard has
-  // been loaded (or dumped). Never waits for a slot: promotion is best effort.
-  CacheTier::SlotIndex slot;
-  auto state = cache->BeginFill(shards.front().block, std::chrono::milliseconds(0), &slot);
-  if (!state.ok() || *state == CacheTier::FillState::kAlreadyPresent) return;
-  cache->Commit(slot);
-  for (size_t i = 0; i < shards.size(); ++i) {
-    const ShardIo& s = shards[i];
-    if (!cache->ClaimShard(slot, s.shard)) continue;
-    uint8_t* dst = cache->data(slot) + geo.shard_offset(s.shard);
-    for (const Segment& seg : s.segments) {
-      StreamCopy(dst, seg.addr, seg.len);
-      dst += seg.len;
-    }
-    // Already in the Posix tier: a block completed by loads needs no write-back.
-    cache->FinishShard(slot, s.shard, sums[i], /*dirty=*/false);
-  }
-  cache->Unpin(slot);
+  // read of the device.
+  uint64_t unused;
+  (void)FillClean(
+      shards.front().block, indices,
+      [&](size_t i, uint8_t* dst, uint64_t* sum) {
+        for (const Segment& seg : shards[i].segments) {
+          StreamCopy(dst, seg.addr, seg.len);
+          dst += seg.len;
+        }
+        *sum = sums[i];
+        return Status::OK();
+      },
+      &unused);
 }
 
-void StoreCore::QueuePromotion(const std::vector<ShardIo>& shards) {
-  if (fills_queued_.fetch_add(1) >= kMaxQueuedFills) {
-    fills_queued_--;
+void StoreCore::QueuePromotion(const BlockId& id, std::vector<uint32_t> indices) {
+  if (stats.promotions_pending.fetch_add(1) >= kMaxQueuedFills) {
+    stats.promotions_pending--;
     stats.promotions_dropped++;
     return;
   }
-  stats.promotions_pending++;
-  std::vector<uint32_t> indices;
-  indices.reserve(shards.size());
-  for (const ShardIo& s : shards) indices.push_back(s.shard);
-  fill_pool_->Submit([self = shared_from_this(), id = shards.front().block,
-                      indices = std::move(indices)](bool cancelled) {
+  fill_pool_->Submit([self = shared_from_this(), id, indices = std::move(indices)](bool cancelled) {
     // Fills yield to foreground work as well as to other processes: while
     // loads or dumps are queued or running, a fill would take memory
     // bandwidth from them (the rest of a layerwise load, say), so it waits.
@@ -207,37 +228,23 @@ void StoreCore::QueuePromotion(const std::vector<ShardIo>& shards) {
       self->fg_idle_cv_.wait(lk, [&] { return self->fg_jobs_.load() == 0 || self->stopping_; });
     }
     if (!cancelled && !self->stopping_) self->PromoteFromPosix(id, indices);
-    self->fills_queued_--;
     self->stats.promotions_pending--;
   });
 }
 
 void StoreCore::PromoteFromPosix(const BlockId& id, const std::vector<uint32_t>& shards) {
-  // Best effort: no waiting for a slot, and a failed read just leaves the
-  // shard for a later load or dump to fill (the read itself removed a
-  // corrupt file). The re-read is verified like any other.
-  CacheTier::SlotIndex slot;
-  auto state = cache->BeginFill(id, std::chrono::milliseconds(0), &slot);
-  if (!state.ok()) {
-    stats.promotions_dropped++;
-    return;
-  }
-  if (*state == CacheTier::FillState::kAlreadyPresent) return;
-  cache->Commit(slot);
-  for (uint32_t shard : shards) {
-    if (!cache->ClaimShard(slot, shard)) continue;
-    iovec into{cache->data(slot) + geo.shard_offset(shard), geo.layout.shard_bytes};
-    uint64_t sum = 0;
-    Status s = posix->ReadShard(id, shard, {&into, 1}, &sum, PosixTier::ReadFor::kPromotion);
-    if (!s.ok()) {
-      cache->AbandonShard(slot, shard);
-      stats.promotions_dropped++;
-      break;
-    }
-    stats.promoted_bytes += geo.layout.shard_bytes;
-    cache->FinishShard(slot, shard, sum, /*dirty=*/false);
-  }
-  cache->Unpin(slot);
+  // A failed read just leaves the shard for a later load or dump to fill (the
+  // read itself removed a corrupt file). The re-read is verified like any other.
+  uint64_t filled = 0;
+  Status s = FillClean(
+      id, shards,
+      [&](size_t i, uint8_t* dst, uint64_t* sum) {
+        iovec into{dst, geo.layout.shard_bytes};
+        return posix->ReadShard(id, shards[i], {&into, 1}, sum, PosixTier::ReadFor::kPromotion);
+      },
+      &filled);
+  stats.promoted_bytes += filled;
+  if (!s.ok()) stats.promotions_dropped++;
 }
 
 Status StoreCore::DumpBlock(const std::vector<ShardIo>& shards) {

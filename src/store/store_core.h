@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <vector>
@@ -55,14 +56,20 @@ class StoreCore : public std::enable_shared_from_this<StoreCore> {
   // foreground job is queued or running), keeping the load itself a single
   // verified copy. With O_DIRECT a re-read would cost
   // device bandwidth, so PromoteInline copies from the caller's memory.
-  void PromoteInline(const std::vector<ShardIo>& shards, const std::vector<uint64_t>& sums);
-  void QueuePromotion(const std::vector<ShardIo>& shards);
+  void PromoteInline(const std::vector<ShardIo>& shards, const std::vector<uint32_t>& indices,
+                     const std::vector<uint64_t>& sums);
+  void QueuePromotion(const BlockId& id, std::vector<uint32_t> indices);
   void PromoteFromPosix(const BlockId& id, const std::vector<uint32_t>& shards);
+  // The slot protocol both promotions share: fills shards[i] of `id` (already
+  // in the Posix tier, so clean) through `fill(i, dst, &checksum)`. Error:
+  // no free slot, or a fill failed (that shard is released, the rest skipped).
+  using ShardFiller = std::function<Status(size_t i, uint8_t* dst, uint64_t* checksum)>;
+  Status FillClean(const BlockId& id, const std::vector<uint32_t>& shards, const ShardFiller& fill,
+                   uint64_t* filled_bytes);
 
   std::unique_ptr<ThreadPool> fg_pool_;
   std::unique_ptr<ThreadPool> wb_pool_;
   std::unique_ptr<ThreadPool> fill_pool_;  // background promotion, SCHED_IDLE
-  std::atomic<uint64_t> fills_queued_{0};
   // Foreground jobs queued or running; background fills wait for zero.
   std::atomic<int> fg_jobs_{0};
   std::mutex fg_idle_mu_;
