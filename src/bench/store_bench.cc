@@ -1,19 +1,21 @@
 // kvtier-bench store: the store against memcpy and raw file I/O, same run, same directory.
 //
-// After a warm-up round that commits the DRAM tier's pages, dumps N blocks
-// whose bytes derive from the block id (layer by layer with --layerwise),
-// flushes them to the Posix tier, drops the DRAM tier, loads them cold, then
-// warm, verifying every byte both times. Baselines: one
-// single-threaded memcpy of the same total size, and raw sequential write
-// and read of N files of one block each in the same directory with the same
-// O_DIRECT setting. Prints a table of GB/s and ratios; --json adds one JSON
-// object as the last line.
+// After a warm-up round that commits the DRAM tier's pages, each of --rounds
+// rounds dumps N blocks whose bytes derive from the block id (layer by layer
+// with --layerwise), flushes them to the Posix tier, drops the DRAM tier,
+// loads them cold, then warm, verifying every byte both times; and measures
+// the baselines: one single-threaded memcpy of the same total size, and raw
+// sequential write and read of N files of one block each in the same
+// directory with the same O_DIRECT setting. Rounds alternate which side goes
+// first. Prints medians and the median of each round's ratio; --json adds
+// one JSON object as the last line.
 #include <fcntl.h>
 #include <unistd.h>
 
 #include <fmt/format.h>
 #include <sys/mman.h>
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <nlohmann/json.hpp>
@@ -74,6 +76,7 @@ struct Options {
   bool layerwise = false;
   bool json = false;
   bool keep = false;
+  int rounds = 6;
 };
 
 struct Run {
@@ -119,10 +122,34 @@ uint64_t CountCorrupt(const Run& run, const uint8_t* got) {
   return bad;
 }
 
+// Writes `bytes` of scratch files in `dir` and removes them, untimed, right
+// before a timed write phase. On a VM, memory the guest freed a while ago is
+// handed back to the host, and the next first touch of it costs up to ten
+// times a normal page-cache write; which phase got recently freed pages
+// would otherwise decide the ratio. After this, the store and the raw
+// baseline both write into just-freed page cache.
+void PrimePageCache(const std::string& dir, const uint8_t* src, uint64_t src_bytes,
+                    uint64_t bytes) {
+  // One file: creating and removing many would leave recently deleted inodes
+  // that ext4 then skips, one by one, when the timed phase creates files.
+  const std::string path = fmt::format("{}/prime-{}.bin", dir, ::getpid());
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (fd < 0) return;  // a full disk shows up in the timed phase itself
+  constexpr uint64_t kChunk = 4 << 20;
+  for (uint64_t done = 0; done < bytes; done += kChunk) {
+    const uint64_t n = std::min({kChunk, bytes - done, src_bytes});
+    if (::pwrite(fd, src + done % (src_bytes - n + 1), n, static_cast<off_t>(done)) < 0) break;
+  }
+  ::close(fd);
+  ::unlink(path.c_str());
+}
+
 // Raw sequential write then read of one file per block, in `dir`.
 Status RawIo(const Run& run, const std::string& dir, uint8_t* src, uint8_t* dst, double* write_s,
              double* read_s) {
   const int direct = run.cfg.io_direct ? O_DIRECT : 0;
+  const uint64_t total = run.block_bytes * run.ids.size();
+  PrimePageCache(dir, src, total, total + total / 2);  // as before the store's dump
   ::sync();  // start clean, as the store's write phase did
   std::vector<std::string> paths;
   for (size_t b = 0; b < run.ids.size(); ++b) {
@@ -149,6 +176,7 @@ Status RawIo(const Run& run, const std::string& dir, uint8_t* src, uint8_t* dst,
   }
   auto t2 = Clock::now();
   for (const auto& p : paths) ::unlink(p.c_str());
+  ::sync();  // see RemoveBenchBlocks
   *write_s = Seconds(t0, t1);
   *read_s = Seconds(t1b, t2);
   return Status::OK();
@@ -186,6 +214,75 @@ void RemoveBenchBlocks(const Run& run) {
   TierCounters unused;
   PosixTier tier(run.cfg, BlockGeometry(run.layout), Env::Default(), &unused);
   for (const auto& id : run.ids) ::unlink(tier.PathOf(id).c_str());
+  // Lets the file system finish freeing them (ext4 mounted with `discard`
+  // trims freed extents at its next journal commit) before anything is timed.
+  ::sync();
+}
+
+// One round's measurements, in GB/s.
+struct RoundResult {
+  double dump = 0, dump_to_dram = 0, load_cold = 0, load_warm = 0;
+  double memcpy = 0, raw_write = 0, raw_read = 0;
+  uint64_t corrupt = 0;
+};
+
+// The store's phases: dump (flushed), drop DRAM, cold load, warm load.
+Status StoreRound(Store* store, const Run& run, uint8_t* src, uint8_t* dst, uint64_t total,
+                  RoundResult* r) {
+  const double gb = static_cast<double>(total) / 1e9;
+  PrimePageCache(run.cfg.storage_backends.front(), src, total, total + total / 2);
+  // Each write phase starts with no dirty pages, so neither inherits the
+  // other's write-back throttling.
+  ::sync();
+  auto t0 = Clock::now();
+  KVTIER_RETURN_IF_ERROR(MoveAll(store, run, src, /*load=*/false));
+  auto t1 = Clock::now();
+  KVTIER_RETURN_IF_ERROR(store->Flush(std::chrono::minutes(10)));
+  auto t2 = Clock::now();
+  store->DropCache();
+  // Read phases, too, start with the write phase's dirty pages on disk, so the
+  // kernel's flusher does not compete with them for the CPUs (same for raw).
+  ::sync();
+  auto t3 = Clock::now();
+  KVTIER_RETURN_IF_ERROR(MoveAll(store, run, dst, /*load=*/true));
+  auto t4 = Clock::now();
+  r->corrupt += CountCorrupt(run, dst);
+  std::memset(dst, 0, total);
+  // With buffered I/O, cold loads fill DRAM in the background (idle priority);
+  // the warm round measures DRAM, so let those fills finish first (untimed).
+  const auto fill_deadline = Clock::now() + std::chrono::minutes(2);
+  while (store->Stats().promotions_pending > 0 && Clock::now() < fill_deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  auto t5 = Clock::now();
+  KVTIER_RETURN_IF_ERROR(MoveAll(store, run, dst, /*load=*/true));
+  auto t6 = Clock::now();
+  r->corrupt += CountCorrupt(run, dst);
+  r->dump = gb / Seconds(t0, t2);
+  r->dump_to_dram = gb / Seconds(t0, t1);
+  r->load_cold = gb / Seconds(t3, t4);
+  r->load_warm = gb / Seconds(t5, t6);
+  return Status::OK();
+}
+
+// The baselines: memcpy, then raw write and read of the same bytes.
+Status BaselineRound(const Run& run, uint8_t* src, uint8_t* dst, uint64_t total, RoundResult* r) {
+  const double gb = static_cast<double>(total) / 1e9;
+  auto m0 = Clock::now();
+  std::memcpy(dst, src, total);
+  auto m1 = Clock::now();
+  r->memcpy = gb / Seconds(m0, m1);
+  double write_s = 0, read_s = 0;
+  KVTIER_RETURN_IF_ERROR(RawIo(run, run.cfg.storage_backends.front(), src, dst, &write_s, &read_s));
+  r->raw_write = gb / write_s;
+  r->raw_read = gb / read_s;
+  return Status::OK();
+}
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
 int Execute(const Options& o) {
@@ -207,7 +304,7 @@ int Execute(const Options& o) {
   run.block_bytes = block;
   const uint64_t total = block * o.blocks;
   // A fresh namespace per round, so earlier blocks are never "already present".
-  auto new_ids = [&](const char* round) {
+  auto new_ids = [&](const std::string& round) {
     BlockHasher hasher(fmt::format("kvtier-bench-{}-{}-{}", round, ::getpid(),
                                    Clock::now().time_since_epoch().count()));
     run.ids.clear();
@@ -228,7 +325,6 @@ int Execute(const Options& o) {
     fmt::print(stderr, "kvtier-bench store: {}\n", store.status().ToString());
     return 2;
   }
-  nlohmann::json j;
   auto fail = [&](const Status& s) {
     fmt::print(stderr, "kvtier-bench store: {}\n", s.ToString());
     if (!o.keep) RemoveBenchBlocks(run);
@@ -236,7 +332,7 @@ int Execute(const Options& o) {
   };
   // Warm-up round: the DRAM tier commits its pages on first use (on a VM a
   // first touch can cost more than the copy). Its speed is reported as
-  // dump_first_touch_gbps; the measured round below sees a running store.
+  // dump_first_touch_gbps; the measured rounds below see a running store.
   new_ids("warmup");
   for (int b = 0; b < o.blocks; ++b) FillBlock(run.ids[b], src.data() + b * block, block);
   auto w0 = Clock::now();
@@ -244,67 +340,57 @@ int Execute(const Options& o) {
   if (s.ok()) s = (*store)->Flush(std::chrono::minutes(10));
   auto w1 = Clock::now();
   if (!s.ok()) return fail(s);
-  RemoveBenchBlocks(run);  // scratch: --keep keeps only the measured blocks
+  RemoveBenchBlocks(run);  // scratch: --keep keeps only the last round's blocks
   (*store)->DropCache();
 
-  new_ids("measure");
-  for (int b = 0; b < o.blocks; ++b) FillBlock(run.ids[b], src.data() + b * block, block);
-  // Each write phase starts with no dirty pages, so neither inherits the
-  // other's write-back throttling.
-  ::sync();
-  auto t0 = Clock::now();
-  s = MoveAll(store->get(), run, src.data(), /*load=*/false);
-  auto t1 = Clock::now();
-  if (s.ok()) s = (*store)->Flush(std::chrono::minutes(10));
-  auto t2 = Clock::now();
-  if (!s.ok()) return fail(s);
-  (*store)->DropCache();
-  // Read phases, too, start with the write phase's dirty pages on disk, so the
-  // kernel's flusher does not compete with them for the CPUs (same for raw).
-  ::sync();
-  auto t2b = Clock::now();
-  s = MoveAll(store->get(), run, dst.data(), /*load=*/true);
-  auto t3 = Clock::now();
-  if (!s.ok()) return fail(s);
-  const uint64_t corrupt_cold = CountCorrupt(run, dst.data());
-  std::memset(dst.data(), 0, total);
-  // With buffered I/O, cold loads fill DRAM in the background (idle priority);
-  // the warm round measures DRAM, so let those fills finish first (untimed).
-  const auto fill_deadline = Clock::now() + std::chrono::minutes(2);
-  while ((*store)->Stats().promotions_pending > 0 && Clock::now() < fill_deadline) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  // Rounds alternate which goes first, the store or the baselines: on a VM
+  // the speed of page-cache writes drifts with what ran just before, so each
+  // side gets the other's history as often as its own, and every ratio
+  // compares measurements taken side by side.
+  std::vector<RoundResult> rounds(o.rounds);
+  for (int i = 0; i < o.rounds; ++i) {
+    RoundResult& r = rounds[i];
+    new_ids(fmt::format("round{}", i));
+    for (int b = 0; b < o.blocks; ++b) FillBlock(run.ids[b], src.data() + b * block, block);
+    const bool store_first = i % 2 == 0;
+    if (!store_first) s = BaselineRound(run, src.data(), dst.data(), total, &r);
+    if (s.ok()) s = StoreRound(store->get(), run, src.data(), dst.data(), total, &r);
+    if (s.ok() && store_first) s = BaselineRound(run, src.data(), dst.data(), total, &r);
+    if (!s.ok()) return fail(s);
+    (*store)->DropCache();
+    if (!o.keep || i + 1 < o.rounds) RemoveBenchBlocks(run);
   }
-  auto t4 = Clock::now();
-  s = MoveAll(store->get(), run, dst.data(), /*load=*/true);
-  auto t5 = Clock::now();
-  if (!s.ok()) return fail(s);
-  const uint64_t corrupt_warm = CountCorrupt(run, dst.data());
   const StoreStats stats = (*store)->Stats();
   store->reset();
-  if (!o.keep) RemoveBenchBlocks(run);
-
-  // Baselines on the same sizes and directory.
-  auto m0 = Clock::now();
-  std::memcpy(dst.data(), src.data(), total);
-  auto m1 = Clock::now();
-  double raw_w = 0, raw_r = 0;
-  s = RawIo(run, run.cfg.storage_backends.front(), src.data(), dst.data(), &raw_w, &raw_r);
-  if (!s.ok()) return fail(s);
   auto lookup_us = LookupPrefixUsPer1k();
   if (!lookup_us.ok()) return fail(lookup_us.status());
 
+  auto median = [&](double RoundResult::*field) {
+    std::vector<double> v;
+    for (const auto& r : rounds) v.push_back(r.*field);
+    return Median(v);
+  };
+  auto paired = [&](double RoundResult::*value, double RoundResult::*base) {
+    std::vector<double> v;
+    for (const auto& r : rounds) v.push_back(r.*value / r.*base);
+    return Median(v);
+  };
+  uint64_t corrupt = 0;
+  for (const auto& r : rounds) corrupt += r.corrupt;
   const double gb = static_cast<double>(total) / 1e9;
-  j["dump_gbps"] = gb / Seconds(t0, t2);
-  j["dump_to_dram_gbps"] = gb / Seconds(t0, t1);
+  nlohmann::json j;
+  j["dump_gbps"] = median(&RoundResult::dump);
+  j["dump_to_dram_gbps"] = median(&RoundResult::dump_to_dram);
   j["dump_first_touch_gbps"] = gb / Seconds(w0, w1);
-  j["load_cold_gbps"] = gb / Seconds(t2b, t3);
-  j["load_warm_gbps"] = gb / Seconds(t4, t5);
-  j["memcpy_gbps"] = gb / Seconds(m0, m1);
-  j["raw_write_gbps"] = gb / raw_w;
-  j["raw_read_gbps"] = gb / raw_r;
+  j["load_cold_gbps"] = median(&RoundResult::load_cold);
+  j["load_warm_gbps"] = median(&RoundResult::load_warm);
+  j["memcpy_gbps"] = median(&RoundResult::memcpy);
+  j["raw_write_gbps"] = median(&RoundResult::raw_write);
+  j["raw_read_gbps"] = median(&RoundResult::raw_read);
   j["lookup_prefix_us_per_1k"] = *lookup_us;
-  j["verified_blocks"] = 2 * o.blocks - corrupt_cold - corrupt_warm;
-  j["corrupt_blocks"] = corrupt_cold + corrupt_warm;
+  j["verified_blocks"] = 2 * o.blocks * o.rounds - corrupt;
+  j["corrupt_blocks"] = corrupt;
+  j["rounds"] = o.rounds;
   j["blocks"] = o.blocks;
   j["block_bytes"] = block;
   j["shards"] = shards;
@@ -313,31 +399,53 @@ int Execute(const Options& o) {
   j["io_threads"] = run.cfg.io_threads;
   j["cache_hits_warm"] = stats.cache.load_blocks;
   j["promoted_bytes"] = stats.promoted_bytes;
-  j["dump_ratio_vs_raw_write"] = j["dump_gbps"].get<double>() / j["raw_write_gbps"].get<double>();
-  j["load_cold_ratio_vs_raw_read"] =
-      j["load_cold_gbps"].get<double>() / j["raw_read_gbps"].get<double>();
-  j["load_warm_ratio_vs_memcpy"] =
-      j["load_warm_gbps"].get<double>() / j["memcpy_gbps"].get<double>();
+  for (int i = 0; i < o.rounds; ++i) {
+    const RoundResult& r = rounds[i];
+    j["round_results"].push_back({{"store_first", i % 2 == 0},
+                                  {"dump_gbps", r.dump},
+                                  {"raw_write_gbps", r.raw_write},
+                                  {"load_cold_gbps", r.load_cold},
+                                  {"raw_read_gbps", r.raw_read},
+                                  {"load_warm_gbps", r.load_warm},
+                                  {"memcpy_gbps", r.memcpy}});
+  }
+  j["dump_ratio_vs_raw_write"] = paired(&RoundResult::dump, &RoundResult::raw_write);
+  j["load_cold_ratio_vs_raw_read"] = paired(&RoundResult::load_cold, &RoundResult::raw_read);
+  j["load_warm_ratio_vs_memcpy"] = paired(&RoundResult::load_warm, &RoundResult::memcpy);
 
   fmt::print("kvtier-bench store: {} blocks x {:.2f} MiB ({} shard{}), pipeline {}, O_DIRECT {}\n",
              o.blocks, block / 1048576.0, shards, shards > 1 ? "s" : "", run.cfg.PipelineName(),
              run.cfg.io_direct ? "on" : "off");
+  fmt::print(
+      "  {} rounds, store and baselines in alternating order; medians, and the median of\n"
+      "  each round's ratio\n",
+      o.rounds);
   fmt::print("  {:<28} {:>9} {:>11} {:>9}\n", "operation", "GB/s", "baseline", "ratio");
-  auto row = [&](const char* name, const char* key, const char* base_key, const char* base) {
-    const double v = j[key].get<double>(), b = j[base_key].get<double>();
-    fmt::print("  {:<28} {:>9.2f} {:>11} {:>8.2f}x   (baseline {} {:.2f} GB/s)\n", name, v,
-               base_key, v / b, base, b);
+  auto row = [&](const char* name, const char* key, const char* base_key, const char* ratio_key,
+                 const char* base) {
+    fmt::print("  {:<28} {:>9.2f} {:>11.2f} {:>8.2f}x   ({})\n", name, j[key].get<double>(),
+               j[base_key].get<double>(), j[ratio_key].get<double>(), base);
   };
-  row("dump (to Posix, flushed)", "dump_gbps", "raw_write_gbps", "raw write");
-  row("load cold (Posix -> DRAM)", "load_cold_gbps", "raw_read_gbps", "raw read");
-  row("load warm (DRAM)", "load_warm_gbps", "memcpy_gbps", "memcpy");
+  row("dump (to Posix, flushed)", "dump_gbps", "raw_write_gbps", "dump_ratio_vs_raw_write",
+      "raw write");
+  row("load cold (Posix -> DRAM)", "load_cold_gbps", "raw_read_gbps", "load_cold_ratio_vs_raw_read",
+      "raw read");
+  row("load warm (DRAM)", "load_warm_gbps", "memcpy_gbps", "load_warm_ratio_vs_memcpy", "memcpy");
+  for (int i = 0; i < o.rounds; ++i) {
+    const RoundResult& r = rounds[i];
+    fmt::print(
+        "  round {} ({} first): dump {:.2f}/{:.2f} (returns {:.2f}), cold {:.2f}/{:.2f}, "
+        "warm {:.2f}/{:.2f}\n",
+        i + 1, i % 2 == 0 ? "store" : "baselines", r.dump, r.raw_write, r.dump_to_dram, r.load_cold,
+        r.raw_read, r.load_warm, r.memcpy);
+  }
   fmt::print("  dump returns (data in DRAM): {:.2f} GB/s; first-touch dump round: {:.2f} GB/s\n",
              j["dump_to_dram_gbps"].get<double>(), j["dump_first_touch_gbps"].get<double>());
   fmt::print("  lookup_prefix over 1000 DRAM blocks: {:.1f} us\n", *lookup_us);
   fmt::print("  verified {} block loads, {} corrupt\n", j["verified_blocks"].get<uint64_t>(),
              j["corrupt_blocks"].get<uint64_t>());
   if (o.json) fmt::print("{}\n", j.dump());
-  return j["corrupt_blocks"].get<uint64_t>() ? 1 : 0;
+  return corrupt ? 1 : 0;
 }
 
 }  // namespace
@@ -352,6 +460,8 @@ int StoreMain(int argc, char** argv) {
   app.add_option("--layers", o.layers, "layers (shards with --layerwise)")
       ->check(CLI::Range(1, 4096));
   app.add_flag("--layerwise", o.layerwise, "one shard per layer, moved layer by layer");
+  app.add_option("--rounds", o.rounds, "measured rounds (store and baselines alternate)")
+      ->check(CLI::Range(1, 1000));
   app.add_flag("--json", o.json, "print a JSON object as the last line");
   app.add_flag("--keep", o.keep, "keep the benchmark's blocks in the store");
   CLI11_PARSE(app, argc, argv);

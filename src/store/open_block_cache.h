@@ -4,12 +4,17 @@
 // whole, by rename, with identical bytes), so a cached descriptor keeps
 // reading a complete, verified copy even after the path is evicted or
 // replaced. Layerwise loads therefore open a block and parse its header once,
-// then read shard after shard with one positional read each.
+// then read shard after shard with one positional read each. The reader
+// erases an entry once each shard has been read through it (the load is
+// over): a descriptor held after another process removed the file would keep
+// its space allocated, and the last close of a removed file frees its pages,
+// work that must not land on some later, unrelated load.
 //
 // Thread-safe. Entries are shared: a reader keeps its entry alive while the
 // cache drops it.
 #pragma once
 
+#include <atomic>
 #include <deque>
 #include <memory>
 #include <mutex>
@@ -25,6 +30,7 @@ class OpenBlockCache {
   struct Entry {
     std::unique_ptr<File> file;  // ReadV on it may run concurrently (positional reads)
     BlockHeader header;
+    mutable std::atomic<uint32_t> shards_read{0};
   };
 
   explicit OpenBlockCache(size_t capacity) : capacity_(capacity) {}

@@ -244,10 +244,12 @@ Status PosixTier::ReadVerified(const BlockId& id, uint64_t bytes, bool whole_blo
     }
     return s;
   }
-  if (fresh) {
-    open_blocks_.Put(id, entry);
-    env_->Touch(path);  // the shared LRU clock, once per open
-  }
+  // Kept open until each shard has been read once (see OpenBlockCache).
+  const bool read_all = entry->shards_read.fetch_add(1) + 1 >= geo_.layout.num_shards;
+  if (fresh && !read_all) open_blocks_.Put(id, entry);
+  if (!fresh && read_all) open_blocks_.Erase(id);
+  // The shared LRU clock, once per open by a load (a promotion follows one).
+  if (fresh && purpose == ReadFor::kLoad) env_->Touch(path);
   if (purpose == ReadFor::kLoad) {
     counters_->load_bytes += bytes;
     counters_->load_ns += NowNs() - t0;
