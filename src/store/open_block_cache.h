@@ -15,7 +15,7 @@
 #pragma once
 
 #include <atomic>
-#include <deque>
+#include <list>
 #include <memory>
 #include <mutex>
 #include <unordered_map>
@@ -38,29 +38,47 @@ class OpenBlockCache {
   std::shared_ptr<const Entry> Get(const BlockId& id) {
     std::lock_guard lk(mu_);
     auto it = map_.find(id);
-    return it == map_.end() ? nullptr : it->second;
+    return it == map_.end() ? nullptr : it->second.entry;
   }
 
-  void Put(const BlockId& id, std::shared_ptr<const Entry> entry) {
+  // Caches `entry` unless the block already has one (a racing opener's);
+  // returns the cached entry. Past capacity the oldest entries are dropped.
+  std::shared_ptr<const Entry> Put(const BlockId& id, std::shared_ptr<const Entry> entry) {
     std::lock_guard lk(mu_);
-    if (!map_.emplace(id, std::move(entry)).second) return;
+    auto [it, inserted] = map_.try_emplace(id);
+    if (!inserted) return it->second.entry;
     order_.push_back(id);
-    while (map_.size() > capacity_ && !order_.empty()) {  // oldest first
+    it->second = Slot{std::move(entry), std::prev(order_.end())};
+    auto cached = it->second.entry;
+    while (map_.size() > capacity_) {  // oldest first
       map_.erase(order_.front());
       order_.pop_front();
     }
+    return cached;
   }
 
   void Erase(const BlockId& id) {
     std::lock_guard lk(mu_);
-    map_.erase(id);  // its id in order_ is skipped when it comes up
+    auto it = map_.find(id);
+    if (it == map_.end()) return;
+    order_.erase(it->second.pos);
+    map_.erase(it);
+  }
+
+  size_t size() {
+    std::lock_guard lk(mu_);
+    return map_.size();
   }
 
  private:
+  struct Slot {
+    std::shared_ptr<const Entry> entry;
+    std::list<BlockId>::iterator pos;  // in order_
+  };
   const size_t capacity_;
   std::mutex mu_;
-  std::unordered_map<BlockId, std::shared_ptr<const Entry>> map_;
-  std::deque<BlockId> order_;
+  std::unordered_map<BlockId, Slot> map_;
+  std::list<BlockId> order_;  // insertion order, oldest first
 };
 
 }  // namespace kvtier

@@ -244,10 +244,10 @@ Status PosixTier::ReadVerified(const BlockId& id, uint64_t bytes, bool whole_blo
     }
     return s;
   }
-  // Kept open until each shard has been read once (see OpenBlockCache).
-  const bool read_all = entry->shards_read.fetch_add(1) + 1 >= geo_.layout.num_shards;
-  if (fresh && !read_all) open_blocks_.Put(id, entry);
-  if (!fresh && read_all) open_blocks_.Erase(id);
+  // Kept open until each shard has been read once (see OpenBlockCache). The
+  // read counts on the cached entry, also when a racing opener cached its own.
+  if (fresh) entry = open_blocks_.Put(id, entry);
+  if (entry->shards_read.fetch_add(1) + 1 >= geo_.layout.num_shards) open_blocks_.Erase(id);
   // The shared LRU clock, once per open by a load (a promotion follows one).
   if (fresh && purpose == ReadFor::kLoad) env_->Touch(path);
   if (purpose == ReadFor::kLoad) {
