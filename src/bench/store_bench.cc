@@ -122,39 +122,47 @@ uint64_t CountCorrupt(const Run& run, const uint8_t* got) {
   return bad;
 }
 
-// Writes `bytes` of scratch files in `dir` and removes them, untimed, right
-// before a timed write phase. On a VM, memory the guest freed a while ago is
-// handed back to the host, and the next first touch of it costs up to ten
-// times a normal page-cache write; which phase got recently freed pages
-// would otherwise decide the ratio. After this, the store and the raw
-// baseline both write into just-freed page cache.
-void PrimePageCache(const std::string& dir, const uint8_t* src, uint64_t src_bytes,
-                    uint64_t bytes) {
-  // One file: creating and removing many would leave recently deleted inodes
-  // that ext4 then skips, one by one, when the timed phase creates files.
+// Run right before each timed write phase, the store's and the raw one
+// alike. First, untimed, it writes 1.5x the phase's bytes into a scratch
+// file in `dir` and removes it: on this VM page cache that has not been
+// written lately costs up to ten times more to write than pages just freed,
+// so without this, what ran before each phase would decide the ratio. One
+// file, because many created and removed would leave recently deleted inodes
+// that ext4 skips one by one when the timed phase creates its files. Then a
+// sync(), so the phase does not compete with the write-back of earlier dirty
+// pages.
+void BeforeTimedWrite(const std::string& dir, const uint8_t* src, uint64_t total) {
   const std::string path = fmt::format("{}/prime-{}.bin", dir, ::getpid());
   int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  if (fd < 0) return;  // a full disk shows up in the timed phase itself
-  constexpr uint64_t kChunk = 4 << 20;
-  for (uint64_t done = 0; done < bytes; done += kChunk) {
-    const uint64_t n = std::min({kChunk, bytes - done, src_bytes});
-    if (::pwrite(fd, src + done % (src_bytes - n + 1), n, static_cast<off_t>(done)) < 0) break;
+  if (fd >= 0) {  // else a full disk shows up in the timed phase itself
+    constexpr uint64_t kChunk = 4 << 20;
+    const uint64_t bytes = total + total / 2;
+    for (uint64_t done = 0; done < bytes; done += kChunk) {
+      const uint64_t n = std::min({kChunk, bytes - done, total});
+      if (::pwrite(fd, src + done % (total - n + 1), n, static_cast<off_t>(done)) < 0) break;
+    }
+    ::close(fd);
+    ::unlink(path.c_str());
   }
-  ::close(fd);
-  ::unlink(path.c_str());
+  ::sync();
 }
 
 // Raw sequential write then read of one file per block, in `dir`.
 Status RawIo(const Run& run, const std::string& dir, uint8_t* src, uint8_t* dst, double* write_s,
              double* read_s) {
   const int direct = run.cfg.io_direct ? O_DIRECT : 0;
-  const uint64_t total = run.block_bytes * run.ids.size();
-  PrimePageCache(dir, src, total, total + total / 2);  // as before the store's dump
-  ::sync();  // start clean, as the store's write phase did
   std::vector<std::string> paths;
   for (size_t b = 0; b < run.ids.size(); ++b) {
     paths.push_back(fmt::format("{}/raw-baseline-{}-{}.bin", dir, ::getpid(), b));
   }
+  struct Cleanup {  // on every return; then a sync, as in RemoveBenchBlocks
+    const std::vector<std::string>& paths;
+    ~Cleanup() {
+      for (const auto& p : paths) ::unlink(p.c_str());
+      ::sync();
+    }
+  } cleanup{paths};
+  BeforeTimedWrite(dir, src, run.block_bytes * run.ids.size());
   auto t0 = Clock::now();
   for (size_t b = 0; b < paths.size(); ++b) {
     int fd = ::open(paths[b].c_str(), O_WRONLY | O_CREAT | O_TRUNC | direct, 0644);
@@ -175,8 +183,6 @@ Status RawIo(const Run& run, const std::string& dir, uint8_t* src, uint8_t* dst,
     if (r != static_cast<ssize_t>(run.block_bytes)) return Status::IOError("raw read " + paths[b]);
   }
   auto t2 = Clock::now();
-  for (const auto& p : paths) ::unlink(p.c_str());
-  ::sync();  // see RemoveBenchBlocks
   *write_s = Seconds(t0, t1);
   *read_s = Seconds(t1b, t2);
   return Status::OK();
@@ -230,10 +236,7 @@ struct RoundResult {
 Status StoreRound(Store* store, const Run& run, uint8_t* src, uint8_t* dst, uint64_t total,
                   RoundResult* r) {
   const double gb = static_cast<double>(total) / 1e9;
-  PrimePageCache(run.cfg.storage_backends.front(), src, total, total + total / 2);
-  // Each write phase starts with no dirty pages, so neither inherits the
-  // other's write-back throttling.
-  ::sync();
+  BeforeTimedWrite(run.cfg.storage_backends.front(), src, total);
   auto t0 = Clock::now();
   KVTIER_RETURN_IF_ERROR(MoveAll(store, run, src, /*load=*/false));
   auto t1 = Clock::now();
