@@ -7,8 +7,11 @@
 
 namespace kvtier {
 
-CacheTier::CacheTier(uint64_t capacity_bytes, const BlockGeometry& geometry, TierCounters* counters)
-    : geo_(geometry), counters_(counters) {
+CacheTier::CacheTier(uint64_t capacity_bytes, const BlockGeometry& geometry, TierCounters* counters,
+                     std::chrono::seconds abandon_after)
+    : geo_(geometry),
+      counters_(counters),
+      abandon_after_ns_(static_cast<uint64_t>(abandon_after.count()) * 1000000000) {
   const uint64_t n = geo_.data_bytes ? capacity_bytes / geo_.data_bytes : 0;
   if (n == 0) {
     init_status_ = Status::InvalidArgument(
@@ -49,21 +52,33 @@ void CacheTier::Commit(SlotIndex slot) {
   ::madvise(data(slot), geo_.data_bytes, MADV_POPULATE_WRITE);
 }
 
-void CacheTier::Touch(SlotIndex s) { lru_.splice(lru_.end(), lru_, meta_[s].lru); }
+void CacheTier::Touch(SlotIndex s) {
+  lru_.splice(lru_.end(), lru_, meta_[s].lru);
+  meta_[s].touched_ns = NowNs();
+}
 
-bool CacheTier::TryAllocate(const BlockId& id, State state, SlotIndex* slot) {
+bool CacheTier::Evictable(const Meta& m, uint64_t now_ns) const {
+  if (m.pins > 0) return false;
+  if (m.state == State::kReady) return !m.dirty;
+  return !m.holds_dump || now_ns - m.touched_ns > abandon_after_ns_;  // a partial fill
+}
+
+bool CacheTier::TryAllocate(const BlockId& id, State state, SlotIndex* slot, bool* worth_waiting) {
   SlotIndex s;
   if (!free_.empty()) {
     s = free_.back();
     free_.pop_back();
   } else {
+    const uint64_t now = NowNs();
     auto victim = lru_.end();
+    *worth_waiting = false;
     for (auto it = lru_.begin(); it != lru_.end(); ++it) {
       const Meta& m = meta_[*it];
-      if (m.pins == 0 && ((m.state == State::kReady && !m.dirty) || m.state == State::kFilling)) {
+      if (Evictable(m, now)) {
         victim = it;
         break;
       }
+      *worth_waiting |= m.pins > 0 || (m.state == State::kReady && m.dirty);
     }
     if (victim == lru_.end()) return false;
     s = *victim;
@@ -75,7 +90,9 @@ bool CacheTier::TryAllocate(const BlockId& id, State state, SlotIndex* slot) {
   m.id = id;
   m.state = state;
   m.dirty = false;
+  m.holds_dump = false;
   m.pins = 1;
+  m.touched_ns = NowNs();
   m.filled = 0;
   m.have.assign(geo_.layout.num_shards, false);
   m.claimed.assign(geo_.layout.num_shards, false);
@@ -130,7 +147,7 @@ void CacheTier::Unpin(SlotIndex slot) {
 }
 
 Result<CacheTier::FillState> CacheTier::BeginFill(const BlockId& id, std::chrono::milliseconds wait,
-                                                  SlotIndex* slot) {
+                                                  FillFor purpose, SlotIndex* slot) {
   std::unique_lock lk(mu_);
   const auto deadline = std::chrono::steady_clock::now() + wait;
   for (;;) {
@@ -139,12 +156,26 @@ Result<CacheTier::FillState> CacheTier::BeginFill(const BlockId& id, std::chrono
       Meta& m = meta_[it->second];
       if (m.state != State::kFilling) return FillState::kAlreadyPresent;
       m.pins++;
+      m.holds_dump |= purpose == FillFor::kDump;
       Touch(it->second);
       *slot = it->second;
       return FillState::kFill;
     }
-    if (TryAllocate(id, State::kFilling, slot)) return FillState::kFill;
-    // Every slot is pinned or awaiting write-back: wait for one to free up.
+    bool worth_waiting = false;
+    if (TryAllocate(id, State::kFilling, slot, &worth_waiting)) {
+      meta_[*slot].holds_dump = purpose == FillFor::kDump;
+      return FillState::kFill;
+    }
+    if (!worth_waiting) {
+      // Waiting would not help: the slots hold blocks whose remaining shards
+      // have not been dumped yet. Failing this block is visible to its
+      // caller; evicting one of those would silently drop dumped shards.
+      return Status::Busy(fmt::format(
+          "cache tier full: all {} slots hold blocks still being dumped (shards missing); "
+          "raise cache_buffer_capacity_gb or dump fewer blocks at once",
+          meta_.size()));
+    }
+    // A slot is pinned or awaiting write-back: wait for one to free up.
     if (wait.count() == 0 || freed_cv_.wait_until(lk, deadline) == std::cv_status::timeout) {
       return Status::Busy(
           fmt::format("cache tier full: all {} slots pinned or awaiting write-back", meta_.size()));
@@ -191,6 +222,7 @@ void CacheTier::EndWriteback(SlotIndex slot, bool ok) {
       FreeSlot(slot);
     } else {
       m.state = State::kFilling;  // unreachable via the index; evictable once unpinned
+      m.holds_dump = false;
     }
     return;
   }

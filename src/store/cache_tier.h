@@ -10,7 +10,11 @@
 // A ready slot is dirty until its write-back to the next tier is done. Slots
 // are pinned while their memory is in use and then never evicted or reused.
 // Eviction takes the least recently used slot that is unpinned and either
-// ready-and-clean or an abandoned fill (a partial block is never served).
+// ready-and-clean or a partial fill that holds no dumped data (a promotion's:
+// the block is in the next tier). A partial fill holding dumped shards (a
+// layerwise dump between layers) is the only copy of those shards, so it is
+// evicted only once abandoned: untouched for `abandon_after`. A partial block
+// is never served.
 //
 // Thread-safe; data copies happen outside the lock on pinned slots.
 #pragma once
@@ -36,7 +40,8 @@ class CacheTier {
  public:
   using SlotIndex = uint32_t;
 
-  CacheTier(uint64_t capacity_bytes, const BlockGeometry& geometry, TierCounters* counters);
+  CacheTier(uint64_t capacity_bytes, const BlockGeometry& geometry, TierCounters* counters,
+            std::chrono::seconds abandon_after);
   ~CacheTier();
   CacheTier(const CacheTier&) = delete;
   CacheTier& operator=(const CacheTier&) = delete;
@@ -51,10 +56,14 @@ class CacheTier {
   void Unpin(SlotIndex slot);
 
   enum class FillState { kFill, kAlreadyPresent };
+  enum class FillFor { kDump, kPromotion };
   // Pins the slot assembling `id` (allocating one, evicting if needed, and
   // waiting up to `wait` for a slot to free up). kAlreadyPresent: the block
-  // is ready and nothing needs writing. A zero `wait` never blocks.
-  Result<FillState> BeginFill(const BlockId& id, std::chrono::milliseconds wait, SlotIndex* slot);
+  // is ready and nothing needs writing. A zero `wait` never blocks, and
+  // neither does a full tier where only unfinished dumps hold the slots
+  // (nothing would free one): both answer Busy.
+  Result<FillState> BeginFill(const BlockId& id, std::chrono::milliseconds wait, FillFor purpose,
+                              SlotIndex* slot);
   // Reserves shard `shard` of a filling slot for the caller to copy in;
   // false if it is already there or another thread is copying it.
   bool ClaimShard(SlotIndex slot, uint32_t shard);
@@ -86,7 +95,9 @@ class CacheTier {
     BlockId id;
     State state = State::kFree;
     bool dirty = false;
+    bool holds_dump = false;  // a dump has filled (or is filling) shards of it
     uint32_t pins = 0;
+    uint64_t touched_ns = 0;  // steady clock: allocation, or last BeginFill / PinReady
     uint32_t filled = 0;
     std::vector<bool> have;
     std::vector<bool> claimed;
@@ -94,13 +105,16 @@ class CacheTier {
     std::list<SlotIndex>::iterator lru;
   };
 
-  // Both require mu_ held.
-  bool TryAllocate(const BlockId& id, State state, SlotIndex* slot);
+  // All require mu_ held. `worth_waiting`: no slot was free, but one is
+  // pinned or awaits write-back, so one will be.
+  bool TryAllocate(const BlockId& id, State state, SlotIndex* slot, bool* worth_waiting);
+  bool Evictable(const Meta& m, uint64_t now_ns) const;
   void FreeSlot(SlotIndex s);
   void Touch(SlotIndex s);
 
   const BlockGeometry geo_;
   TierCounters* const counters_;
+  const uint64_t abandon_after_ns_;
   Status init_status_;
   uint8_t* base_ = nullptr;  // first slot, 2 MiB aligned
   void* mapping_ = nullptr;  // what munmap takes

@@ -42,7 +42,8 @@ Status StoreCore::Open() {
   for (TierKind t : config.pipeline) {
     if (t == TierKind::kCache && !lookup_only) {
       // A lookup-only store (a scheduler) holds no data, so it needs no DRAM.
-      cache = std::make_unique<CacheTier>(config.cache_capacity_bytes, geo, &stats.cache);
+      cache = std::make_unique<CacheTier>(config.cache_capacity_bytes, geo, &stats.cache,
+                                          std::chrono::seconds(config.tmp_max_age_s));
       KVTIER_RETURN_IF_ERROR(cache->init_status());
     }
     if (t == TierKind::kPosix) {
@@ -173,7 +174,8 @@ Status StoreCore::FillClean(const BlockId& id, const std::vector<uint32_t>& shar
   // dumped). Never waits for a slot: promotion is best effort.
   *filled_bytes = 0;
   CacheTier::SlotIndex slot;
-  auto state = cache->BeginFill(id, std::chrono::milliseconds(0), &slot);
+  auto state =
+      cache->BeginFill(id, std::chrono::milliseconds(0), CacheTier::FillFor::kPromotion, &slot);
   if (!state.ok()) return state.status();
   if (*state == CacheTier::FillState::kAlreadyPresent) return Status::OK();
   cache->Commit(slot);
@@ -257,7 +259,7 @@ Status StoreCore::DumpBlock(const std::vector<ShardIo>& shards) {
   }
   const uint64_t t0 = NowNs();
   CacheTier::SlotIndex slot;
-  auto state = cache->BeginFill(id, kFillWait, &slot);
+  auto state = cache->BeginFill(id, kFillWait, CacheTier::FillFor::kDump, &slot);
   if (!state.ok()) return state.status();
   if (*state == CacheTier::FillState::kAlreadyPresent) return Status::OK();
   cache->Commit(slot);

@@ -15,6 +15,7 @@
 namespace kvtier {
 namespace {
 
+using testing::AllShards;
 using testing::BlockPath;
 using testing::DumpShards;
 using testing::LoadAndCheck;
@@ -45,6 +46,60 @@ TEST(CacheEviction, LeastRecentlyUsedBlockGoesFirst) {
   TaskResult r = LoadAndCheck(store->get(), {ids[0], ids[3], ids[4], ids[5]}, &ok);
   EXPECT_TRUE(r.status.ok());
   EXPECT_EQ(ok, std::vector<bool>(4, true));
+}
+
+// A layerwise dump between layers holds the only copy of its dumped shards:
+// a full DRAM tier fails a new block's dump at once (visible to its caller,
+// no wait that nothing would end) instead of evicting those shards, which
+// would lose the block while its dump reported success.
+TEST(CacheEviction, UnfinishedDumpsAreNotEvictedAndANewBlockFailsVisibly) {
+  for (const char* pipeline : {"Cache|Posix", "Cache"}) {
+    SCOPED_TRACE(pipeline);
+    TempDir dir;
+    const BlockLayout layout{4, 4096};
+    auto store = Store::Open(MakeConfig(pipeline, dir.path(), 2 * 4 * 4096), layout);
+    ASSERT_TRUE(store.ok()) << store.status().ToString();
+    Store* s = store->get();
+    const auto ids = MakeIds(3);
+    ASSERT_TRUE(DumpShards(s, {ids[0], ids[1]}, {0}).status.ok());
+    TaskResult c = DumpShards(s, {ids[2]}, {0});
+    ASSERT_EQ(c.failed_blocks.size(), 1u);
+    EXPECT_EQ(c.status.code(), Status::Code::kBusy) << c.status.ToString();
+    EXPECT_NE(c.status.message().find("still being dumped"), std::string::npos)
+        << c.status.ToString();
+    ASSERT_TRUE(DumpShards(s, {ids[0], ids[1]}, {1, 2, 3}).status.ok());
+    ASSERT_TRUE(s->Flush(std::chrono::seconds(30)).ok());
+    EXPECT_EQ(s->Lookup(ids), (std::vector<bool>{true, true, false}));
+    std::vector<bool> ok;
+    EXPECT_TRUE(LoadAndCheck(s, {ids[0], ids[1]}, &ok).status.ok());
+    EXPECT_EQ(ok, std::vector<bool>(2, true));
+    EXPECT_EQ(s->Stats().cache.evictions, 0u);
+    if (std::string(pipeline) == "Cache|Posix") {
+      // Written back, the two are clean: the third block now evicts one.
+      ASSERT_TRUE(DumpShards(s, {ids[2]}, AllShards(s)).status.ok());
+      EXPECT_EQ(s->Stats().cache.evictions, 1u);
+      EXPECT_TRUE(LoadAndCheck(s, ids, &ok).status.ok());
+      EXPECT_EQ(ok, std::vector<bool>(3, true));
+    }
+  }
+}
+
+// A partial dump whose remaining shards never come is abandoned after
+// tmp_max_age_s: its slot is then reused.
+TEST(CacheEviction, AbandonedPartialDumpIsEvictedAfterTmpMaxAge) {
+  const BlockLayout layout{4, 4096};
+  StoreConfig cfg = MakeConfig("Cache", "", 2 * 4 * 4096);
+  cfg.tmp_max_age_s = 1;
+  auto store = Store::Open(cfg, layout);
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  Store* s = store->get();
+  const auto ids = MakeIds(3);
+  ASSERT_TRUE(DumpShards(s, {ids[0], ids[1]}, {0}).status.ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+  TaskResult c = DumpShards(s, {ids[2]}, AllShards(s));
+  EXPECT_TRUE(c.status.ok()) << c.status.ToString();
+  EXPECT_EQ(s->Stats().cache.evictions, 1u);
+  EXPECT_EQ(s->Lookup(ids), (std::vector<bool>{false, false, true}));
 }
 
 TEST(CacheEviction, CapacityBelowOneBlockIsRejected) {
