@@ -128,6 +128,8 @@ TEST(CacheEviction, PromotedBlocksAreEvictedForNewDumps) {
   EXPECT_EQ(ok, std::vector<bool>(5, true));
   EXPECT_LE((*store)->Stats().cache.used_bytes, 2u * 4096);
   // A block loaded from disk is promoted: loading it again is served from DRAM.
+  // (The fills of the loads above finish first: a late one would evict it.)
+  WaitForPromotions(store->get());
   (*store)->DropCache();
   LoadAndCheck(store->get(), {ids[0]}, &ok);
   WaitForPromotions(store->get());
