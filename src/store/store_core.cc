@@ -104,9 +104,11 @@ TaskId StoreCore::Submit(std::vector<std::vector<ShardIo>> groups, bool load) {
   const size_t by_bytes = std::max<uint64_t>(1, kJobBytes / per_group);
   const size_t by_threads = std::max<size_t>(1, (n + config.io_threads - 1) / config.io_threads);
   const size_t batch = std::min(by_bytes, by_threads);
+  // Every job of the task counts from now: a fill must not slip in between
+  // the first job finishing and the next being queued.
+  fg_jobs_ += static_cast<int>((n + batch - 1) / batch);
   for (size_t first = 0; first < n; first += batch) {
     const size_t last = std::min(n, first + batch);
-    fg_jobs_++;
     fg_pool_->Submit(
         [self = shared_from_this(), groups_ptr, task, first, last, load](bool cancelled) {
           std::vector<TaskTable::Failure> failures;
