@@ -1,29 +1,20 @@
 // kvtier-bench store, run as a user runs it on a small geometry: its JSON
 // report, the alternating rounds, byte verification and cleanup.
 #include <gtest/gtest.h>
-#include <sys/wait.h>
 
-#include <cstdio>
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
+
+#include "testing/run_command.h"
 
 namespace {
 
-struct BenchRun {
-  int code;
-  std::string out;
-};
-
-BenchRun Bench(const std::string& args) {
-  const std::string cmd = std::string(KVTIER_BENCH) + " store " + args + " 2>&1";
-  FILE* p = ::popen(cmd.c_str(), "r");
-  std::string out;
-  char buf[512];
-  while (size_t n = std::fread(buf, 1, sizeof(buf), p)) out.append(buf, n);
-  const int status = ::pclose(p);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+kvtier::testing::CommandResult Bench(const std::string& args) {
+  return kvtier::testing::RunCommand(std::string(KVTIER_BENCH) + " store " + args);
 }
 
 class StoreBench : public ::testing::Test {
@@ -58,8 +49,9 @@ class StoreBench : public ::testing::Test {
 };
 
 TEST_F(StoreBench, JsonReportAlternatesRoundsAndVerifiesEveryBlock) {
-  BenchRun r = Bench("--config " + config_ +
-                     " --blocks 6 --block-mb 0.5 --layers 4 --layerwise --rounds 3 --json");
+  kvtier::testing::CommandResult r =
+      Bench("--config " + config_ +
+            " --blocks 6 --block-mb 0.5 --layers 4 --layerwise --rounds 3 --json");
   ASSERT_EQ(r.code, 0) << r.out;
   const std::string last = r.out.substr(r.out.rfind('\n', r.out.size() - 2) + 1);
   const auto j = nlohmann::json::parse(last);
@@ -88,7 +80,8 @@ TEST_F(StoreBench, JsonReportAlternatesRoundsAndVerifiesEveryBlock) {
 }
 
 TEST_F(StoreBench, KeepLeavesOnlyTheLastRoundsBlocks) {
-  BenchRun r = Bench("--config " + config_ + " --blocks 5 --block-mb 0.25 --rounds 2 --keep");
+  kvtier::testing::CommandResult r =
+      Bench("--config " + config_ + " --blocks 5 --block-mb 0.25 --rounds 2 --keep");
   ASSERT_EQ(r.code, 0) << r.out;
   EXPECT_NE(r.out.find("verified 20 block loads, 0 corrupt"), std::string::npos) << r.out;
   EXPECT_EQ(FilesLeft(), 5u);
@@ -97,7 +90,7 @@ TEST_F(StoreBench, KeepLeavesOnlyTheLastRoundsBlocks) {
 TEST_F(StoreBench, BadArgumentsAreRejected) {
   EXPECT_NE(Bench("--config " + config_ + " --rounds 0").code, 0);
   EXPECT_NE(Bench("--config " + config_ + " --blocks -1").code, 0);
-  BenchRun missing = Bench("--config " + (dir_ / "absent.yaml").string());
+  kvtier::testing::CommandResult missing = Bench("--config " + (dir_ / "absent.yaml").string());
   EXPECT_EQ(missing.code, 2) << missing.out;
   EXPECT_NE(missing.out.find("absent.yaml"), std::string::npos) << missing.out;
 }

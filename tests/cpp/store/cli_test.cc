@@ -1,11 +1,10 @@
 // The kvtier CLI: stats, verify (exit 1 on corruption), gc, bad configs.
 #include <gtest/gtest.h>
-#include <sys/wait.h>
 
-#include <cstdio>
 #include <filesystem>
 #include <fstream>
 
+#include "testing/run_command.h"
 #include "testing/store_fixture.h"
 
 namespace kvtier {
@@ -16,19 +15,8 @@ using testing::MakeConfig;
 using testing::MakeIds;
 using testing::TempDir;
 
-struct CliRun {
-  int code;
-  std::string out;
-};
-
-CliRun Cli(const std::string& args) {
-  const std::string cmd = std::string(KVTIER_CLI) + " " + args + " 2>&1";
-  FILE* p = ::popen(cmd.c_str(), "r");
-  std::string out;
-  char buf[512];
-  while (size_t n = std::fread(buf, 1, sizeof(buf), p)) out.append(buf, n);
-  const int status = ::pclose(p);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+testing::CommandResult Cli(const std::string& args) {
+  return testing::RunCommand(std::string(KVTIER_CLI) + " " + args);
 }
 
 std::string WriteConfig(const std::string& dir, const std::string& root) {
@@ -53,11 +41,11 @@ TEST(Cli, StatsVerifyAndGc) {
   }
   const std::string cfg = WriteConfig(dir.path(), root);
 
-  CliRun stats = Cli("store stats --json --config " + cfg);
+  testing::CommandResult stats = Cli("store stats --json --config " + cfg);
   EXPECT_EQ(stats.code, 0) << stats.out;
   EXPECT_NE(stats.out.find("\"blocks\":3"), std::string::npos) << stats.out;
 
-  CliRun ok = Cli("store verify --config " + cfg);
+  testing::CommandResult ok = Cli("store verify --config " + cfg);
   EXPECT_EQ(ok.code, 0) << ok.out;
   EXPECT_NE(ok.out.find("verified 3 blocks"), std::string::npos) << ok.out;
 
@@ -69,11 +57,11 @@ TEST(Cli, StatsVerifyAndGc) {
     f.seekp(4096 + 10);
     f.put('\x7f');
   }
-  CliRun bad = Cli("store verify --config " + cfg);
+  testing::CommandResult bad = Cli("store verify --config " + cfg);
   EXPECT_EQ(bad.code, 1) << bad.out;
   EXPECT_NE(bad.out.find(victim), std::string::npos) << bad.out;
   EXPECT_NE(bad.out.find("1 corrupt"), std::string::npos) << bad.out;
-  CliRun removed = Cli("store verify --remove-corrupt --config " + cfg);
+  testing::CommandResult removed = Cli("store verify --remove-corrupt --config " + cfg);
   EXPECT_EQ(removed.code, 1);
   EXPECT_FALSE(std::filesystem::exists(victim));
   EXPECT_EQ(Cli("store verify --config " + cfg).code, 0);
@@ -83,7 +71,7 @@ TEST(Cli, StatsVerifyAndGc) {
   std::ofstream(stale) << "partial";
   std::filesystem::last_write_time(
       stale, std::filesystem::file_time_type::clock::now() - std::chrono::hours(2));
-  CliRun gc = Cli("store gc --config " + cfg);
+  testing::CommandResult gc = Cli("store gc --config " + cfg);
   EXPECT_EQ(gc.code, 0) << gc.out;
   EXPECT_NE(gc.out.find("removed 1 temp files"), std::string::npos) << gc.out;
   EXPECT_FALSE(std::filesystem::exists(stale));
@@ -94,7 +82,7 @@ TEST(Cli, BadConfigAndUsageFail) {
   const std::string cfg = dir.path() + "/bad.yaml";
   std::ofstream(cfg) << "ucm_connectors:\n  - ucm_connector_name: UcmPipelineStore\n"
                         "    ucm_connector_config: {store_pipeline: Posix, storage_backend: /x}\n";
-  CliRun r = Cli("store stats --config " + cfg);
+  testing::CommandResult r = Cli("store stats --config " + cfg);
   EXPECT_EQ(r.code, 2);
   EXPECT_NE(r.out.find("storage_backend"), std::string::npos) << r.out;
   EXPECT_NE(Cli("store frobnicate").code, 0);
