@@ -395,12 +395,14 @@ Result<uint64_t> PosixTier::UpdateSharedUsage(int64_t delta, bool set) {
 void PosixTier::AbandonStalledLocked() {
   // A block whose remaining shards never come (the request was aborted
   // mid-save) must not hold a descriptor and a temporary file forever.
-  const uint64_t now = NowNs();
   const uint64_t max_age = uint64_t(config_.tmp_max_age_s) * 1000000000;
   for (auto it = pending_.begin(); it != pending_.end();) {
     std::shared_ptr<Pending> p = it->second;
     std::unique_lock plk(p->mu, std::try_to_lock);  // busy means not stalled
-    if (plk.owns_lock() && p->last_write_ns && now - p->last_write_ns > max_age) {
+    // The clock is read under the block's lock: read before it, a writer that
+    // stamped the block meanwhile would make its age negative, and unsigned,
+    // huge (the block was dropped though its dump went on and succeeded).
+    if (plk.owns_lock() && p->last_write_ns && NowNs() - p->last_write_ns > max_age) {
       p->failed = true;
       if (p->file) p->file->Close();
       p->file.reset();
