@@ -10,6 +10,7 @@
 
 #include "kvtier/config.h"
 #include "kvtier/env.h"
+#include "store/block_files.h"
 #include "store/block_verifier.h"
 #include "store/posix_tier.h"
 #include "store/root_walker.h"
@@ -37,10 +38,11 @@ int Stats(const kvtier::StoreConfig& cfg, bool json) {
   Status s =
       kvtier::WalkRoots(kvtier::Env::Default(), cfg.storage_backends,
                         [&](const std::string& n, const std::string&, const kvtier::FileInfo& i) {
-                          if (kvtier::IsBlockFileName(n)) {
+                          const auto type = kvtier::ParseFileName(n).type;
+                          if (type == kvtier::BlockFileType::kBlock) {
                             blocks++;
                             bytes += i.size;
-                          } else if (kvtier::IsTempFileName(n)) {
+                          } else if (type == kvtier::BlockFileType::kTemp) {
                             temps++;
                           }
                           return Status::OK();

@@ -4,6 +4,7 @@
 
 #include "common/aligned_buffer.h"
 #include "common/checksum.h"
+#include "store/block_files.h"
 #include "store/root_walker.h"
 
 namespace kvtier {
@@ -29,8 +30,7 @@ Status VerifyBlockFile(Env* env, const std::string& path, BlockHeader* h) {
     hdr = whole.data();
   }
   KVTIER_RETURN_IF_ERROR(ParseHeader(hdr, h->header_bytes, h));
-  const std::string name = path.substr(path.rfind('/') + 1);
-  if (name != h->id.ToHex() + std::string(kBlockSuffix)) {
+  if (path.substr(path.rfind('/') + 1) != BlockFileName(h->id)) {
     return Status::Corruption(fmt::format("file name does not match key {}", h->id.ToHex()));
   }
   const BlockGeometry g(h->layout);
@@ -53,11 +53,12 @@ Status VerifyRoots(Env* env, const std::vector<std::string>& roots, bool remove_
                    VerifyReport* report) {
   return WalkRoots(env, roots,
                    [&](const std::string& n, const std::string& path, const FileInfo& info) {
-                     if (IsTempFileName(n)) {
+                     const BlockFileType type = ParseFileName(n).type;
+                     if (type == BlockFileType::kTemp) {
                        report->temp_files++;
                        return Status::OK();
                      }
-                     if (!IsBlockFileName(n)) return Status::OK();
+                     if (type != BlockFileType::kBlock) return Status::OK();
                      BlockHeader h;
                      Status s = VerifyBlockFile(env, path, &h);
                      if (s.IsNotFound()) return Status::OK();  // evicted while we walked

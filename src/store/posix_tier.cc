@@ -13,21 +13,11 @@
 
 #include "common/aligned_buffer.h"
 #include "common/checksum.h"
+#include "store/block_files.h"
 #include "store/root_walker.h"
 
 namespace kvtier {
 namespace {
-
-constexpr const char* kLockName = ".kvtier.lock";
-constexpr const char* kUsageName = ".kvtier.usage";
-
-std::string HostName() {
-  char buf[256] = {};
-  if (::gethostname(buf, sizeof(buf) - 1) != 0) return "unknown";
-  std::string h(buf);
-  std::replace(h.begin(), h.end(), '.', '_');  // '.' separates the temp name's fields
-  return h;
-}
 
 int64_t WallNowNs() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(
@@ -80,7 +70,7 @@ PosixTier::PosixTier(const StoreConfig& config, const BlockGeometry& geometry, E
       geo_(geometry),
       env_(env),
       counters_(counters),
-      host_(HostName()),
+      host_(LocalHostTag()),
       open_blocks_(OpenBlockBudget()) {
   counters_->capacity_bytes = config.posix_capacity_bytes;
 }
@@ -95,10 +85,7 @@ PosixTier::~PosixTier() {
 }
 
 std::string PosixTier::PathOf(const BlockId& id) const {
-  const std::string hex = id.ToHex();
-  const auto& roots = config_.storage_backends;
-  const std::string& root = roots[(id.Low64() >> 7) % roots.size()];
-  return fmt::format("{}/{}/{}{}", root, hex.substr(0, 3), hex, kBlockSuffix);
+  return BlockFilePath(config_.storage_backends, id);
 }
 
 Status PosixTier::Open() {
@@ -125,13 +112,13 @@ bool PosixTier::Exists(const BlockId& id) {
 
 Result<std::unique_ptr<File>> PosixTier::CreateTemp(const BlockId& id, std::string* tmp) {
   const std::string path = PathOf(id);
-  *tmp = fmt::format("{}.tmp.{}.{}.{}", path, host_, ::getpid(), temp_seq_++);
+  *tmp = TempFilePath(path, host_, ::getpid(), temp_seq_++);
   OpenOptions o;
   o.write = o.create = o.exclusive = true;
   o.direct = config_.io_direct;
   auto f = env_->Open(*tmp, o);
   if (!f.ok() && f.status().IsNotFound()) {  // shard directory not created yet
-    KVTIER_RETURN_IF_ERROR(env_->CreateDirs(path.substr(0, path.rfind('/'))));
+    KVTIER_RETURN_IF_ERROR(env_->CreateDirs(DirName(path)));
     f = env_->Open(*tmp, o);
   }
   return f;
@@ -148,7 +135,7 @@ Status PosixTier::Publish(const BlockId& id, File* file, const std::string& tmp,
   if (s.ok()) s = cs;
   const std::string path = PathOf(id);
   if (s.ok()) s = env_->Rename(tmp, path);
-  if (s.ok() && config_.io_fsync) s = env_->SyncDir(path.substr(0, path.rfind('/')));
+  if (s.ok() && config_.io_fsync) s = env_->SyncDir(DirName(path));
   if (!s.ok()) {
     env_->Unlink(tmp);
     return s;
@@ -368,7 +355,7 @@ Status PosixTier::WriteShard(const BlockId& id, uint32_t shard, std::span<const 
 }
 
 Result<uint64_t> PosixTier::UpdateSharedUsage(int64_t delta, bool set) {
-  const std::string path = config_.storage_backends.front() + "/" + kUsageName;
+  const std::string path = UsageFilePath(config_.storage_backends);
   uint64_t total = 0;
   Status s = env_->WithFileLock(path, [&]() -> Status {
     OpenOptions o;
@@ -429,15 +416,10 @@ void PosixTier::AfterPublish() {
   if (!s.ok()) spdlog::warn("kvtier: posix eviction failed: {}", s.ToString());
 }
 
-bool PosixTier::IsStaleTemp(const std::string& name, int64_t mtime_ns) const {
-  // name: <hex>.kvb.tmp.<host>.<pid>.<seq>
-  const size_t tag = name.find(kTempTag);
-  const std::string rest = name.substr(tag + kTempTag.size());
-  const size_t dot1 = rest.find('.');
-  const size_t dot2 = rest.find('.', dot1 + 1);
-  if (dot1 != std::string::npos && dot2 != std::string::npos && rest.substr(0, dot1) == host_) {
-    const long pid = std::strtol(rest.substr(dot1 + 1, dot2 - dot1 - 1).c_str(), nullptr, 10);
-    if (pid > 0 && ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH) return true;
+bool PosixTier::IsStaleTemp(const ParsedFileName& name, int64_t mtime_ns) const {
+  if (name.host == host_ && name.pid > 0 && ::kill(static_cast<pid_t>(name.pid), 0) != 0 &&
+      errno == ESRCH) {
+    return true;
   }
   const int64_t age_ns = WallNowNs() - mtime_ns;
   return age_ns > int64_t{config_.tmp_max_age_s} * 1000000000;
@@ -455,11 +437,12 @@ Status PosixTier::Scan(bool enforce_capacity, ScanReport* report) {
     KVTIER_RETURN_IF_ERROR(
         WalkRoots(env_, config_.storage_backends,
                   [&](const std::string& n, const std::string& path, const FileInfo& info) {
-                    if (IsTempFileName(n)) {
-                      if (IsStaleTemp(n, info.mtime_ns) && env_->Unlink(path).ok()) {
+                    const ParsedFileName parsed = ParseFileName(n);
+                    if (parsed.type == BlockFileType::kTemp) {
+                      if (IsStaleTemp(parsed, info.mtime_ns) && env_->Unlink(path).ok()) {
                         report->temp_files_removed++;
                       }
-                    } else if (IsBlockFileName(n)) {
+                    } else if (parsed.type == BlockFileType::kBlock) {
                       blocks.push_back({info.mtime_ns, info.size, path});
                       report->blocks++;
                       report->bytes += info.size;
@@ -489,7 +472,7 @@ Status PosixTier::Scan(bool enforce_capacity, ScanReport* report) {
     return Status::OK();
   };
   // The lock file serialises eviction across processes sharing the root.
-  return env_->WithFileLock(config_.storage_backends.front() + "/" + kLockName, pass);
+  return env_->WithFileLock(LockFilePath(config_.storage_backends), pass);
 }
 
 }  // namespace kvtier

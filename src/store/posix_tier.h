@@ -29,6 +29,7 @@
 
 #include "kvtier/config.h"
 #include "kvtier/env.h"
+#include "store/block_files.h"
 #include "store/block_format.h"
 #include "store/open_block_cache.h"
 #include "store/stats_counters.h"
@@ -95,7 +96,7 @@ class PosixTier {
   // Adds `delta` to (or, with `set`, overwrites) the usage counter shared by
   // every process on the root; returns the new total.
   Result<uint64_t> UpdateSharedUsage(int64_t delta, bool set);
-  bool IsStaleTemp(const std::string& name, int64_t mtime_ns) const;
+  bool IsStaleTemp(const ParsedFileName& name, int64_t mtime_ns) const;
 
   const StoreConfig config_;
   const BlockGeometry geo_;

@@ -1,5 +1,7 @@
 #include "store/root_walker.h"
 
+#include "store/block_files.h"
+
 namespace kvtier {
 
 Status WalkRoots(Env* env, const std::vector<std::string>& roots, const RootVisitor& fn) {
@@ -7,7 +9,7 @@ Status WalkRoots(Env* env, const std::vector<std::string>& roots, const RootVisi
     auto dirs = env->ListDir(root);
     if (!dirs.ok()) return dirs.status();
     for (const auto& d : *dirs) {
-      if (d.size() != 3) continue;  // not a shard directory
+      if (!IsShardDirName(d)) continue;  // not a shard directory
       const std::string dir = root + "/" + d;
       auto names = env->ListDir(dir);
       if (!names.ok()) continue;  // vanished or not a directory

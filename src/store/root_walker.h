@@ -13,14 +13,6 @@
 
 namespace kvtier {
 
-inline constexpr std::string_view kBlockSuffix = ".kvb";
-inline constexpr std::string_view kTempTag = ".kvb.tmp.";
-
-inline bool IsBlockFileName(const std::string& n) {
-  return n.size() == 32 + kBlockSuffix.size() && n.ends_with(kBlockSuffix);
-}
-inline bool IsTempFileName(const std::string& n) { return n.find(kTempTag) != std::string::npos; }
-
 using RootVisitor =
     std::function<Status(const std::string& name, const std::string& path, const FileInfo& info)>;
 
