@@ -38,6 +38,17 @@ class File {
   virtual Status Close() = 0;
 };
 
+// An exclusive lock on one open file description of a file (an OFD lock,
+// fcntl F_OFD_SETLK): it conflicts with every other description, in this
+// process or any other, and the kernel releases it when the holder dies.
+// Released when destroyed.
+class FileLock {
+ public:
+  virtual ~FileLock() = default;
+  // The locked file, so the holder can check a path still names it.
+  virtual Result<FileInfo> Stat() = 0;
+};
+
 struct OpenOptions {
   bool write = false;      // open for writing
   bool create = false;     // create if missing
@@ -69,6 +80,10 @@ class Env {
   virtual Result<std::vector<std::string>> ListDir(const std::string& dir) = 0;
   // Runs `fn` while holding an exclusive advisory lock on `path` (created if missing).
   virtual Status WithFileLock(const std::string& path, const std::function<Status()>& fn) = 0;
+  // Locks the existing file `path` (see FileLock). With `wait`, blocks until
+  // it is free; without, returns Busy while another description holds it.
+  // NotFound if `path` is missing; another error if the filesystem cannot lock.
+  virtual Result<std::unique_ptr<FileLock>> LockFile(const std::string& path, bool wait) = 0;
 };
 
 }  // namespace kvtier

@@ -175,6 +175,42 @@ Status PosixEnv::WithFileLock(const std::string& path, const std::function<Statu
   return s;
 }
 
+namespace {
+
+class PosixFileLock final : public FileLock {
+ public:
+  PosixFileLock(int fd, std::string path) : fd_(fd), path_(std::move(path)) {}
+  ~PosixFileLock() override { ::close(fd_); }  // closing the description releases the lock
+  Result<FileInfo> Stat() override {
+    struct stat st;
+    if (::fstat(fd_, &st) != 0) return Status::FromErrno(errno, "fstat " + path_);
+    return ToInfo(st);
+  }
+
+ private:
+  int fd_;
+  std::string path_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<FileLock>> PosixEnv::LockFile(const std::string& path, bool wait) {
+  // Read-write: NFS grants an exclusive lock only on a file open for writing.
+  int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+  if (fd < 0) return Status::FromErrno(errno, "open for lock " + path);
+  struct flock fl = {};
+  fl.l_type = F_WRLCK;
+  fl.l_whence = SEEK_SET;  // l_start = l_len = 0: the whole file
+  while (::fcntl(fd, wait ? F_OFD_SETLKW : F_OFD_SETLK, &fl) != 0) {
+    const int err = errno;
+    if (err == EINTR) continue;
+    ::close(fd);
+    if (err == EAGAIN || err == EACCES) return Status::Busy(path + ": locked by another writer");
+    return Status::FromErrno(err, "lock " + path);
+  }
+  return std::unique_ptr<FileLock>(new PosixFileLock(fd, path));
+}
+
 Env* Env::Default() {
   static PosixEnv* env = new PosixEnv();  // never destroyed: outlives every Store
   return env;

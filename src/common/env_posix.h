@@ -42,6 +42,7 @@ class PosixEnv : public Env {
   Status Touch(const std::string& path) override;
   Result<std::vector<std::string>> ListDir(const std::string& dir) override;
   Status WithFileLock(const std::string& path, const std::function<Status()>& fn) override;
+  Result<std::unique_ptr<FileLock>> LockFile(const std::string& path, bool wait) override;
 
  protected:
   // open(2) with the flags `o` asks for; -1 and errno on failure.

@@ -4,7 +4,9 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cstdlib>
+#include <atomic>
+#include <mutex>
+#include <random>
 
 namespace kvtier {
 namespace {
@@ -31,16 +33,11 @@ ParsedFileName ParseFileName(std::string_view name) {
       !rest.substr(kBlockSuffix.size()).starts_with(kTempInfix)) {
     return out;
   }
-  // <host>.<pid>.<...>
+  // <host>.<the writer's own fields>
   const std::string_view fields = rest.substr(kBlockSuffix.size() + kTempInfix.size());
-  const size_t dot = fields.find('.');
   out.type = BlockFileType::kTemp;
   out.id = *id;
-  out.host = std::string(fields.substr(0, dot));
-  if (dot != std::string_view::npos) {
-    const std::string pid(fields.substr(dot + 1, fields.find('.', dot + 1) - dot - 1));
-    out.pid = std::strtol(pid.c_str(), nullptr, 10);
-  }
+  out.host = std::string(fields.substr(0, fields.find('.')));
   return out;
 }
 
@@ -56,9 +53,24 @@ bool IsShardDirName(std::string_view name) { return name.size() == kShardDirLen;
 
 std::string DirName(const std::string& path) { return path.substr(0, path.rfind('/')); }
 
-std::string TempFilePath(const std::string& block_path, const std::string& host, long pid,
-                         uint64_t seq) {
-  return fmt::format("{}{}{}.{}.{}", block_path, kTempInfix, host, pid, seq);
+std::string NewTempFilePath(const std::string& block_path) {
+  static std::atomic<uint64_t> seq{0};
+  static std::mutex mu;
+  static pid_t tag_pid = 0;
+  static uint64_t tag = 0;
+  const pid_t pid = ::getpid();
+  uint64_t my_tag;
+  {
+    std::lock_guard lk(mu);
+    if (tag_pid != pid) {  // first call, or a forked child: a tag of its own
+      std::random_device rd;
+      tag = (uint64_t{rd()} << 32) ^ rd();
+      tag_pid = pid;
+    }
+    my_tag = tag;
+  }
+  return fmt::format("{}{}{}.{}.{:016x}.{}", block_path, kTempInfix, LocalHostTag(), pid, my_tag,
+                     seq++);
 }
 
 std::string LockFilePath(const std::vector<std::string>& roots) {

@@ -1,13 +1,11 @@
 #include "store/posix_tier.h"
 
 #include <fmt/format.h>
-#include <signal.h>
 #include <spdlog/spdlog.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <chrono>
 #include <cstring>
 
@@ -15,15 +13,10 @@
 #include "common/checksum.h"
 #include "store/block_files.h"
 #include "store/root_walker.h"
+#include "store/temp_file.h"
 
 namespace kvtier {
 namespace {
-
-int64_t WallNowNs() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 size_t TotalLen(std::span<const iovec> iov) {
   size_t n = 0;
@@ -55,8 +48,7 @@ size_t OpenBlockBudget() {
 
 struct PosixTier::Pending {
   std::mutex mu;
-  std::unique_ptr<File> file;
-  std::string tmp;
+  TempFile temp;
   std::vector<uint64_t> checksums;
   std::vector<bool> have;
   uint32_t count = 0;
@@ -70,7 +62,6 @@ PosixTier::PosixTier(const StoreConfig& config, const BlockGeometry& geometry, E
       geo_(geometry),
       env_(env),
       counters_(counters),
-      host_(LocalHostTag()),
       open_blocks_(OpenBlockBudget()) {
   counters_->capacity_bytes = config.posix_capacity_bytes;
 }
@@ -79,8 +70,7 @@ PosixTier::~PosixTier() {
   std::lock_guard lk(pending_mu_);
   for (auto& [id, p] : pending_) {
     std::lock_guard plk(p->mu);
-    if (p->file) p->file->Close();
-    env_->Unlink(p->tmp);
+    p->temp.Discard(env_);
   }
 }
 
@@ -110,36 +100,21 @@ bool PosixTier::Exists(const BlockId& id) {
   return false;
 }
 
-Result<std::unique_ptr<File>> PosixTier::CreateTemp(const BlockId& id, std::string* tmp) {
-  const std::string path = PathOf(id);
-  *tmp = TempFilePath(path, host_, ::getpid(), temp_seq_++);
-  OpenOptions o;
-  o.write = o.create = o.exclusive = true;
-  o.direct = config_.io_direct;
-  auto f = env_->Open(*tmp, o);
-  if (!f.ok() && f.status().IsNotFound()) {  // shard directory not created yet
-    KVTIER_RETURN_IF_ERROR(env_->CreateDirs(DirName(path)));
-    f = env_->Open(*tmp, o);
-  }
-  return f;
+Result<TempFile> PosixTier::CreateTemp(const BlockId& id) {
+  return TempFile::Create(env_, PathOf(id), config_.io_direct, config_.io_fsync);
 }
 
-Status PosixTier::Publish(const BlockId& id, File* file, const std::string& tmp,
-                          std::span<const uint64_t> checksums) {
+Status PosixTier::Publish(const BlockId& id, TempFile* temp, std::span<const uint64_t> checksums) {
   AlignedBuffer header(geo_.header_bytes);
   EncodeHeader(geo_, id, checksums, header.data());
   iovec hv{header.data(), geo_.header_bytes};
-  Status s = file->WriteV(0, {&hv, 1});
-  if (s.ok() && config_.io_fsync) s = file->Sync();
-  Status cs = file->Close();
-  if (s.ok()) s = cs;
-  const std::string path = PathOf(id);
-  if (s.ok()) s = env_->Rename(tmp, path);
-  if (s.ok() && config_.io_fsync) s = env_->SyncDir(DirName(path));
+  Status s = temp->file()->WriteV(0, {&hv, 1});
+  if (s.ok() && config_.io_fsync) s = temp->file()->Sync();
   if (!s.ok()) {
-    env_->Unlink(tmp);
+    temp->Discard(env_);
     return s;
   }
+  KVTIER_RETURN_IF_ERROR(temp->Publish(env_, PathOf(id), config_.io_fsync));
   AfterPublish();
   return Status::OK();
 }
@@ -148,19 +123,17 @@ Status PosixTier::WriteBlock(const BlockId& id, std::span<const uint64_t> checks
                              const uint8_t* data) {
   if (env_->Stat(PathOf(id)).ok()) return Status::OK();  // another writer published it
   const uint64_t t0 = NowNs();
-  std::string tmp;
-  auto file = CreateTemp(id, &tmp);
-  if (!file.ok()) {
+  auto temp = CreateTemp(id);
+  if (!temp.ok()) {
     counters_->errors++;
-    return file.status();
+    return temp.status();
   }
   iovec dv{const_cast<uint8_t*>(data), geo_.data_bytes};
-  Status s = (*file)->WriteV(geo_.header_bytes, {&dv, 1});
+  Status s = temp->file()->WriteV(geo_.header_bytes, {&dv, 1});
   if (!s.ok()) {
-    (*file)->Close();
-    env_->Unlink(tmp);
+    temp->Discard(env_);
   } else {
-    s = Publish(id, file->get(), tmp, checksums);
+    s = Publish(id, &*temp, checksums);
   }
   if (!s.ok()) {
     counters_->errors++;
@@ -295,12 +268,12 @@ Status PosixTier::WriteShard(const BlockId& id, uint32_t shard, std::span<const 
       p = std::make_shared<Pending>();
       p->checksums.assign(geo_.layout.num_shards, 0);
       p->have.assign(geo_.layout.num_shards, false);
-      auto f = CreateTemp(id, &p->tmp);
-      if (!f.ok()) {
+      auto temp = CreateTemp(id);
+      if (!temp.ok()) {
         counters_->errors++;
-        return f.status();
+        return temp.status();
       }
-      p->file = std::move(*f);
+      p->temp = std::move(*temp);
       pending_[id] = p;
     }
   }
@@ -315,7 +288,7 @@ Status PosixTier::WriteShard(const BlockId& id, uint32_t shard, std::span<const 
     std::memset(bounce.data() + geo_.layout.shard_bytes, 0, geo_.stride - geo_.layout.shard_bytes);
     Gather(src, bounce.data());
     iovec v{bounce.data(), geo_.stride};
-    s = p->file->WriteV(offset, {&v, 1});
+    s = p->temp.file()->WriteV(offset, {&v, 1});
   } else {
     // Pad each shard to the stride so every file has the full, fixed size.
     static const std::vector<uint8_t> kZeros(kDirectIoAlign, 0);
@@ -323,14 +296,13 @@ Status PosixTier::WriteShard(const BlockId& id, uint32_t shard, std::span<const 
     if (geo_.stride > geo_.layout.shard_bytes) {
       iov.push_back({const_cast<uint8_t*>(kZeros.data()), geo_.stride - geo_.layout.shard_bytes});
     }
-    s = p->file->WriteV(offset, iov);
+    s = p->temp.file()->WriteV(offset, iov);
   }
   if (s.ok()) {
     p->checksums[shard] = ChecksumOf(src);
     p->have[shard] = true;
     if (++p->count == geo_.layout.num_shards) {
-      s = Publish(id, p->file.get(), p->tmp, p->checksums);
-      p->file.reset();
+      s = Publish(id, &p->temp, p->checksums);
       std::lock_guard lk(pending_mu_);
       pending_.erase(id);
       if (s.ok()) counters_->dump_blocks++;
@@ -339,11 +311,7 @@ Status PosixTier::WriteShard(const BlockId& id, uint32_t shard, std::span<const 
   if (!s.ok()) {
     counters_->errors++;
     p->failed = true;
-    if (p->file) {
-      p->file->Close();
-      env_->Unlink(p->tmp);
-      p->file.reset();
-    }
+    p->temp.Discard(env_);
     std::lock_guard lk(pending_mu_);
     auto it = pending_.find(id);
     if (it != pending_.end() && it->second == p) pending_.erase(it);
@@ -391,9 +359,7 @@ void PosixTier::AbandonStalledLocked() {
     // huge (the block was dropped though its dump went on and succeeded).
     if (plk.owns_lock() && p->last_write_ns && NowNs() - p->last_write_ns > max_age) {
       p->failed = true;
-      if (p->file) p->file->Close();
-      p->file.reset();
-      env_->Unlink(p->tmp);
+      p->temp.Discard(env_);
       it = pending_.erase(it);
     } else {
       ++it;
@@ -416,15 +382,6 @@ void PosixTier::AfterPublish() {
   if (!s.ok()) spdlog::warn("kvtier: posix eviction failed: {}", s.ToString());
 }
 
-bool PosixTier::IsStaleTemp(const ParsedFileName& name, int64_t mtime_ns) const {
-  if (name.host == host_ && name.pid > 0 && ::kill(static_cast<pid_t>(name.pid), 0) != 0 &&
-      errno == ESRCH) {
-    return true;
-  }
-  const int64_t age_ns = WallNowNs() - mtime_ns;
-  return age_ns > int64_t{config_.tmp_max_age_s} * 1000000000;
-}
-
 Status PosixTier::Scan(bool enforce_capacity, ScanReport* report) {
   struct Entry {
     int64_t mtime_ns;
@@ -439,7 +396,8 @@ Status PosixTier::Scan(bool enforce_capacity, ScanReport* report) {
                   [&](const std::string& n, const std::string& path, const FileInfo& info) {
                     const ParsedFileName parsed = ParseFileName(n);
                     if (parsed.type == BlockFileType::kTemp) {
-                      if (IsStaleTemp(parsed, info.mtime_ns) && env_->Unlink(path).ok()) {
+                      if (CollectIfStale(env_, parsed, path, info,
+                                         int64_t{config_.tmp_max_age_s} * 1000000000)) {
                         report->temp_files_removed++;
                       }
                     } else if (parsed.type == BlockFileType::kBlock) {

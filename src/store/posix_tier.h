@@ -2,7 +2,7 @@
 //
 // Layout: <root>/<first 3 hex digits>/<32 hex digits>.kvb, the root chosen
 // by the id's hash. A file is written under a temporary name
-// (<name>.tmp.<host>.<pid>.<seq>) and published by rename, so a reader sees
+// (block_files.h), locked by its writer (temp_file.h), and published by rename, so a reader sees
 // a whole block or nothing; two writers of one block race harmlessly (same
 // bytes, last rename wins). Every read verifies header and shard checksums;
 // a file that fails is a miss and is removed (if it is still the same inode).
@@ -33,6 +33,7 @@
 #include "store/block_format.h"
 #include "store/open_block_cache.h"
 #include "store/stats_counters.h"
+#include "store/temp_file.h"
 
 namespace kvtier {
 
@@ -78,9 +79,8 @@ class PosixTier {
  private:
   struct Pending;  // a block being written shard by shard
 
-  Status Publish(const BlockId& id, File* file, const std::string& tmp,
-                 std::span<const uint64_t> checksums);
-  Result<std::unique_ptr<File>> CreateTemp(const BlockId& id, std::string* tmp);
+  Status Publish(const BlockId& id, TempFile* temp, std::span<const uint64_t> checksums);
+  Result<TempFile> CreateTemp(const BlockId& id);
   Status ReadHeader(File* file, const BlockId& id, BlockHeader* header);
   // Finds the block's open file and checked header (opening and reading it
   // if not cached), runs `body` to read and verify data, then classifies
@@ -96,14 +96,11 @@ class PosixTier {
   // Adds `delta` to (or, with `set`, overwrites) the usage counter shared by
   // every process on the root; returns the new total.
   Result<uint64_t> UpdateSharedUsage(int64_t delta, bool set);
-  bool IsStaleTemp(const ParsedFileName& name, int64_t mtime_ns) const;
 
   const StoreConfig config_;
   const BlockGeometry geo_;
   Env* const env_;
   TierCounters* const counters_;
-  const std::string host_;
-  std::atomic<uint64_t> temp_seq_{0};
   std::mutex gc_mu_;  // one eviction pass per process at a time
 
   // Sized for a layerwise load's blocks, within a quarter of the fd limit.

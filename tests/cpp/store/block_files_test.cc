@@ -21,17 +21,16 @@ TEST(BlockFiles, BlockNamesRoundTrip) {
   EXPECT_TRUE(IsShardDirName(hex.substr(0, 3)));
 }
 
-TEST(BlockFiles, TempNamesCarryTheirWriter) {
+TEST(BlockFiles, TempNamesAreUniqueAndCarryTheirHost) {
   const BlockId id = testing::MakeIds(1)[0];
   const std::string path = BlockFilePath({"/r"}, id);
-  const std::string tmp = TempFilePath(path, "host_a", 42, 7);
+  const std::string tmp = NewTempFilePath(path);
   ASSERT_EQ(DirName(tmp), DirName(path));
   const ParsedFileName p = ParseFileName(tmp.substr(tmp.rfind('/') + 1));
   EXPECT_EQ(p.type, BlockFileType::kTemp);
   EXPECT_EQ(p.id, id);
-  EXPECT_EQ(p.host, "host_a");
-  EXPECT_EQ(p.pid, 42);
-  EXPECT_NE(TempFilePath(path, "host_a", 42, 8), tmp);
+  EXPECT_EQ(p.host, LocalHostTag());
+  EXPECT_NE(NewTempFilePath(path), tmp);
 }
 
 TEST(BlockFiles, ForeignNamesAreOther) {

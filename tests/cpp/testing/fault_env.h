@@ -16,7 +16,7 @@
 
 namespace kvtier::testing {
 
-enum class Op { kOpen, kRead, kWrite, kSync, kRename, kUnlink, kStat, kListDir, kTouch };
+enum class Op { kOpen, kRead, kWrite, kSync, kRename, kUnlink, kStat, kListDir, kTouch, kLock };
 
 class FaultEnv : public Env {
  public:
@@ -65,6 +65,10 @@ class FaultEnv : public Env {
   }
   Status WithFileLock(const std::string& path, const std::function<Status()>& fn) override {
     return base_->WithFileLock(path, fn);
+  }
+  Result<std::unique_ptr<FileLock>> LockFile(const std::string& path, bool wait) override {
+    KVTIER_RETURN_IF_ERROR(Check(Op::kLock, path));
+    return base_->LockFile(path, wait);
   }
 
  private:
