@@ -62,6 +62,8 @@ PosixTier::PosixTier(const StoreConfig& config, const BlockGeometry& geometry, E
       geo_(geometry),
       env_(env),
       counters_(counters),
+      usage_(env, UsageFilePath(config_.storage_backends)),
+      collector_(config_, env, counters, &usage_),
       open_blocks_(OpenBlockBudget()) {
   counters_->capacity_bytes = config.posix_capacity_bytes;
 }
@@ -163,7 +165,7 @@ void PosixTier::Quarantine(const BlockId& id, File* file, const Status& why) {
   auto now = env_->Stat(path);
   if (mine.ok() && now.ok() && mine->ino == now->ino && mine->dev == now->dev &&
       env_->Unlink(path).ok() && config_.posix_capacity_bytes > 0) {
-    UpdateSharedUsage(-static_cast<int64_t>(mine->size), /*set=*/false);
+    usage_.Add(-static_cast<int64_t>(mine->size));
   }
 }
 
@@ -322,31 +324,6 @@ Status PosixTier::WriteShard(const BlockId& id, uint32_t shard, std::span<const 
   return Status::OK();
 }
 
-Result<uint64_t> PosixTier::UpdateSharedUsage(int64_t delta, bool set) {
-  const std::string path = UsageFilePath(config_.storage_backends);
-  uint64_t total = 0;
-  Status s = env_->WithFileLock(path, [&]() -> Status {
-    OpenOptions o;
-    o.write = o.create = true;
-    auto f = env_->Open(path, o);
-    if (!f.ok()) return f.status();
-    uint64_t cur = 0;
-    iovec v{&cur, sizeof(cur)};
-    if (!(*f)->ReadV(0, {&v, 1}).ok()) cur = 0;  // new (empty) counter file
-    if (set) {
-      total = static_cast<uint64_t>(delta);
-    } else {
-      total = delta < 0 && cur < static_cast<uint64_t>(-delta) ? 0 : cur + delta;
-    }
-    iovec w{&total, sizeof(total)};
-    KVTIER_RETURN_IF_ERROR((*f)->WriteV(0, {&w, 1}));
-    return (*f)->Close();
-  });
-  if (!s.ok()) return s;
-  counters_->used_bytes = total;
-  return total;
-}
-
 void PosixTier::AbandonStalledLocked() {
   // A block whose remaining shards never come (the request was aborted
   // mid-save) must not hold a descriptor and a temporary file forever.
@@ -369,68 +346,20 @@ void PosixTier::AbandonStalledLocked() {
 
 void PosixTier::AfterPublish() {
   if (config_.posix_capacity_bytes == 0) return;
-  auto used = UpdateSharedUsage(static_cast<int64_t>(geo_.file_bytes()), /*set=*/false);
+  auto used = usage_.Add(static_cast<int64_t>(geo_.file_bytes()));
   if (!used.ok()) {
     spdlog::warn("kvtier: cannot update the shared usage counter: {}", used.status().ToString());
     return;
   }
+  counters_->used_bytes = *used;
   if (*used <= config_.posix_capacity_bytes) return;
-  std::unique_lock lk(gc_mu_, std::try_to_lock);
-  if (!lk.owns_lock()) return;  // another thread of this process is evicting
-  ScanReport report;
-  Status s = Scan(/*enforce_capacity=*/true, &report);
+  bool ran = false;
+  Status s = collector_.RunIfOverCapacity(&ran);
   if (!s.ok()) spdlog::warn("kvtier: posix eviction failed: {}", s.ToString());
 }
 
 Status PosixTier::Scan(bool enforce_capacity, ScanReport* report) {
-  struct Entry {
-    int64_t mtime_ns;
-    uint64_t size;
-    std::string path;
-  };
-  auto pass = [&]() -> Status {
-    std::vector<Entry> blocks;
-    *report = ScanReport{};
-    KVTIER_RETURN_IF_ERROR(
-        WalkRoots(env_, config_.storage_backends,
-                  [&](const std::string& n, const std::string& path, const FileInfo& info) {
-                    const ParsedFileName parsed = ParseFileName(n);
-                    if (parsed.type == BlockFileType::kTemp) {
-                      if (CollectIfStale(env_, parsed, path, info,
-                                         int64_t{config_.tmp_max_age_s} * 1000000000)) {
-                        report->temp_files_removed++;
-                      }
-                    } else if (parsed.type == BlockFileType::kBlock) {
-                      blocks.push_back({info.mtime_ns, info.size, path});
-                      report->blocks++;
-                      report->bytes += info.size;
-                    }
-                    return Status::OK();
-                  }));
-    const uint64_t cap = config_.posix_capacity_bytes;
-    if (enforce_capacity && cap > 0 && report->bytes > cap) {
-      const auto target =
-          static_cast<uint64_t>(static_cast<double>(cap) * config_.posix_low_watermark);
-      std::sort(blocks.begin(), blocks.end(),
-                [](const Entry& a, const Entry& b) { return a.mtime_ns < b.mtime_ns; });
-      for (const Entry& e : blocks) {
-        if (report->bytes <= target) break;
-        if (!env_->Unlink(e.path).ok()) continue;
-        report->bytes -= e.size;
-        report->blocks--;
-        report->evicted_blocks++;
-        report->evicted_bytes += e.size;
-      }
-      counters_->evictions += report->evicted_blocks;
-    }
-    counters_->used_bytes = report->bytes;
-    if (config_.posix_capacity_bytes > 0) {
-      return UpdateSharedUsage(static_cast<int64_t>(report->bytes), /*set=*/true).status();
-    }
-    return Status::OK();
-  };
-  // The lock file serialises eviction across processes sharing the root.
-  return env_->WithFileLock(LockFilePath(config_.storage_backends), pass);
+  return collector_.Run(enforce_capacity, report);
 }
 
 }  // namespace kvtier

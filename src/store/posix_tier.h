@@ -32,18 +32,12 @@
 #include "store/block_files.h"
 #include "store/block_format.h"
 #include "store/open_block_cache.h"
+#include "store/root_collector.h"
+#include "store/shared_usage.h"
 #include "store/stats_counters.h"
 #include "store/temp_file.h"
 
 namespace kvtier {
-
-struct ScanReport {
-  uint64_t blocks = 0;
-  uint64_t bytes = 0;
-  uint64_t temp_files_removed = 0;
-  uint64_t evicted_blocks = 0;
-  uint64_t evicted_bytes = 0;
-};
 
 class PosixTier {
  public:
@@ -93,15 +87,13 @@ class PosixTier {
   void AfterPublish();
   // Drops partial blocks with no shard written for tmp_max_age_s. Requires pending_mu_.
   void AbandonStalledLocked();
-  // Adds `delta` to (or, with `set`, overwrites) the usage counter shared by
-  // every process on the root; returns the new total.
-  Result<uint64_t> UpdateSharedUsage(int64_t delta, bool set);
 
   const StoreConfig config_;
   const BlockGeometry geo_;
   Env* const env_;
   TierCounters* const counters_;
-  std::mutex gc_mu_;  // one eviction pass per process at a time
+  SharedUsage usage_;
+  RootCollector collector_;
 
   // Sized for a layerwise load's blocks, within a quarter of the fd limit.
   OpenBlockCache open_blocks_;
