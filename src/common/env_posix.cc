@@ -10,6 +10,8 @@
 #include <cerrno>
 #include <string>
 
+#include "common/cancel_token.h"
+
 namespace kvtier {
 namespace {
 
@@ -51,6 +53,8 @@ Status PosixFile::Loop(uint64_t offset, std::span<const iovec> iov_in, bool writ
   size_t idx = 0;
   size_t skip = 0;  // bytes of iov_in[idx] already done
   while (idx < iov_in.size()) {
+    // Work for a cancelled task stops here: the caller may reuse the memory.
+    if (CancelToken::Requested()) return Status::Aborted("cancelled during I/O on " + path_);
     int n = 0;
     for (size_t i = idx; i < iov_in.size() && n < static_cast<int>(std::size(local)); ++i, ++n) {
       local[n] = iov_in[i];
@@ -62,7 +66,7 @@ Status PosixFile::Loop(uint64_t offset, std::span<const iovec> iov_in, bool writ
     ssize_t r = write ? ::pwritev(fd_, local, n, static_cast<off_t>(offset))
                       : ::preadv(fd_, local, n, static_cast<off_t>(offset));
     if (r < 0) {
-      if (errno == EINTR) continue;
+      if (errno == EINTR) continue;  // Cancel's signal is seen at the loop's top
       return Status::FromErrno(errno, (write ? "pwritev " : "preadv ") + path_);
     }
     if (r == 0) {
