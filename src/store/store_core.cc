@@ -22,6 +22,10 @@ constexpr auto kPoolGrace = std::chrono::seconds(1);
 // (the queue holds ids, not data, so this bounds only bookkeeping and lag).
 constexpr uint64_t kMaxQueuedFills = 1 << 16;
 
+Status Cancelled(const BlockId& id) {
+  return Status::Aborted("block " + id.ToHex() + ": task cancelled");
+}
+
 std::vector<iovec> ToIovecs(const ShardIo& s) {
   std::vector<iovec> v;
   v.reserve(s.segments.size());
@@ -92,7 +96,7 @@ Result<std::vector<std::vector<ShardIo>>> StoreCore::Validate(std::vector<ShardI
 
 TaskId StoreCore::Submit(std::vector<std::vector<ShardIo>> groups, bool load) {
   (load ? stats.load_tasks : stats.dump_tasks)++;
-  const TaskId task = tasks.Create(groups.size());
+  auto [task, token] = tasks.Create(groups.size());
   auto groups_ptr = std::make_shared<std::vector<std::vector<ShardIo>>>(std::move(groups));
   // Jobs of at least kJobBytes (several small shards each), so per-job
   // overhead stays small next to the copying, and at least one per thread.
@@ -110,13 +114,19 @@ TaskId StoreCore::Submit(std::vector<std::vector<ShardIo>> groups, bool load) {
   for (size_t first = 0; first < n; first += batch) {
     const size_t last = std::min(n, first + batch);
     fg_pool_->Submit(
-        [self = shared_from_this(), groups_ptr, task, first, last, load](bool cancelled) {
+        [self = shared_from_this(), groups_ptr, task, token, first, last, load](bool cancelled) {
           std::vector<TaskTable::Failure> failures;
-          for (size_t part = first; part < last; ++part) {
-            const auto& g = (*groups_ptr)[part];
-            Status s = cancelled ? Status::Aborted("store shutting down")
-                                 : (load ? self->LoadBlock(g) : self->DumpBlock(g));
-            if (!s.ok()) failures.push_back({part, g.front().block, s});
+          {
+            // Store::Cancel interrupts this thread while it is in the scope.
+            CancelToken::Scope scope(token.get());
+            for (size_t part = first; part < last; ++part) {
+              const auto& g = (*groups_ptr)[part];
+              Status s = cancelled            ? Status::Aborted("store shutting down")
+                         : token->cancelled() ? Status::Aborted("task cancelled")
+                         : load               ? self->LoadBlock(g)
+                                              : self->DumpBlock(g);
+              if (!s.ok()) failures.push_back({part, g.front().block, s});
+            }
           }
           self->tasks.EndParts(task, last - first, std::move(failures));
           if (--self->fg_jobs_ == 0) {
@@ -128,14 +138,16 @@ TaskId StoreCore::Submit(std::vector<std::vector<ShardIo>> groups, bool load) {
   return task;
 }
 
-void StoreCore::CopyOut(CacheTier::SlotIndex slot, const std::vector<ShardIo>& shards) {
+Status StoreCore::CopyOut(CacheTier::SlotIndex slot, const std::vector<ShardIo>& shards) {
   for (const ShardIo& s : shards) {
+    if (CancelToken::Requested()) return Cancelled(s.block);
     const uint8_t* src = cache->data(slot) + geo.shard_offset(s.shard);
     for (const Segment& seg : s.segments) {
       StreamCopy(seg.addr, src, seg.len);
       src += seg.len;
     }
   }
+  return Status::OK();
 }
 
 Status StoreCore::LoadBlock(const std::vector<ShardIo>& shards) {
@@ -143,8 +155,9 @@ Status StoreCore::LoadBlock(const std::vector<ShardIo>& shards) {
   const uint64_t t0 = NowNs();
   CacheTier::SlotIndex slot;
   if (cache && cache->PinReady(id, &slot)) {
-    CopyOut(slot, shards);
+    Status copied = CopyOut(slot, shards);
     cache->Unpin(slot);
+    KVTIER_RETURN_IF_ERROR(copied);
     stats.cache.load_blocks++;
     stats.cache.load_bytes += shards.size() * geo.layout.shard_bytes;
     stats.cache.load_ns += NowNs() - t0;
@@ -154,8 +167,11 @@ Status StoreCore::LoadBlock(const std::vector<ShardIo>& shards) {
   // Straight from the file into the caller's memory (one copy, verified).
   std::vector<uint64_t> sums(shards.size());
   for (size_t i = 0; i < shards.size(); ++i) {
+    if (CancelToken::Requested()) return Cancelled(id);
     KVTIER_RETURN_IF_ERROR(posix->ReadShard(id, shards[i].shard, ToIovecs(shards[i]), &sums[i]));
   }
+  // An inline promotion copies from the caller's memory: not once cancelled.
+  if (CancelToken::Requested()) return Cancelled(id);
   if (cache && config.cache_promote_on_load) {
     std::vector<uint32_t> indices;
     indices.reserve(shards.size());
@@ -255,6 +271,7 @@ Status StoreCore::DumpBlock(const std::vector<ShardIo>& shards) {
   const BlockId& id = shards.front().block;
   if (!cache) {
     for (const ShardIo& s : shards) {
+      if (CancelToken::Requested()) return Cancelled(id);
       KVTIER_RETURN_IF_ERROR(posix->WriteShard(id, s.shard, ToIovecs(s)));
     }
     return Status::OK();
@@ -266,8 +283,13 @@ Status StoreCore::DumpBlock(const std::vector<ShardIo>& shards) {
   if (*state == CacheTier::FillState::kAlreadyPresent) return Status::OK();
   cache->Commit(slot);
   bool completed = false;
+  bool stopped = false;  // cancelled: the rest of the block is left partial
   uint64_t copied = 0;
   for (const ShardIo& s : shards) {
+    if (CancelToken::Requested()) {
+      stopped = true;
+      break;
+    }
     if (!cache->ClaimShard(slot, s.shard)) continue;  // already there (or arriving)
     copied += geo.layout.shard_bytes;
     // Checksum the DRAM copy as it is made: what is verified later is exactly what was stored.
@@ -279,7 +301,7 @@ Status StoreCore::DumpBlock(const std::vector<ShardIo>& shards) {
   stats.cache.dump_ns += NowNs() - t0;
   if (!completed) {
     cache->Unpin(slot);
-    return Status::OK();
+    return stopped ? Cancelled(id) : Status::OK();
   }
   stats.cache.dump_blocks++;
   if (!posix) {

@@ -48,7 +48,8 @@ class StoreCore : public std::enable_shared_from_this<StoreCore> {
   std::unique_ptr<PosixTier> posix;
 
  private:
-  void CopyOut(CacheTier::SlotIndex slot, const std::vector<ShardIo>& shards);
+  // Stops (Aborted) between shards once the task is cancelled.
+  Status CopyOut(CacheTier::SlotIndex slot, const std::vector<ShardIo>& shards);
   // Promotion: shards just loaded from the Posix tier are also put in DRAM,
   // so the next load of the block is served from there. With buffered I/O it
   // happens in the background (QueuePromotion -> PromoteFromPosix re-reads

@@ -63,6 +63,8 @@ Status TieredStore::Check(TaskId task, bool* done, TaskResult* result) {
   return core_->tasks.Check(task, done, result);
 }
 
+Status TieredStore::Cancel(TaskId task) { return core_->tasks.Cancel(task); }
+
 Status TieredStore::Flush(std::chrono::milliseconds timeout) { return core_->Flush(timeout); }
 
 void TieredStore::DropCache() {

@@ -29,6 +29,7 @@ class TieredStore final : public Store {
   Result<TaskId> Dump(std::vector<ShardIo> shards) override;
   Status Wait(TaskId task, std::chrono::milliseconds timeout, TaskResult* result) override;
   Status Check(TaskId task, bool* done, TaskResult* result) override;
+  Status Cancel(TaskId task) override;
   Status Flush(std::chrono::milliseconds timeout) override;
   void DropCache() override;
   StoreStats Stats() const override;
