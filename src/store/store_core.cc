@@ -21,6 +21,8 @@ constexpr auto kPoolGrace = std::chrono::seconds(1);
 // Background promotions queued at most; beyond this, loads skip promotion
 // (the queue holds ids, not data, so this bounds only bookkeeping and lag).
 constexpr uint64_t kMaxQueuedFills = 1 << 16;
+// A block used from DRAM refreshes its file's mtime at most once per this.
+constexpr auto kRecencyInterval = std::chrono::seconds(1);
 
 Status Cancelled(const BlockId& id) {
   return Status::Aborted("block " + id.ToHex() + ": task cancelled");
@@ -39,7 +41,8 @@ StoreCore::StoreCore(const StoreConfig& cfg, const BlockLayout& layout, Env* e)
     : config(cfg),
       geo(layout),
       env(e),
-      lookup_only(layout.num_shards == 0 || layout.shard_bytes == 0) {}
+      lookup_only(layout.num_shards == 0 || layout.shard_bytes == 0),
+      recency_(kRecencyInterval) {}
 
 Status StoreCore::Open() {
   KVTIER_RETURN_IF_ERROR(config.Validate());
@@ -158,6 +161,7 @@ Status StoreCore::LoadBlock(const std::vector<ShardIo>& shards) {
     Status copied = CopyOut(slot, shards);
     cache->Unpin(slot);
     KVTIER_RETURN_IF_ERROR(copied);
+    NoteRecent(id);
     stats.cache.load_blocks++;
     stats.cache.load_bytes += shards.size() * geo.layout.shard_bytes;
     stats.cache.load_ns += NowNs() - t0;
@@ -280,7 +284,10 @@ Status StoreCore::DumpBlock(const std::vector<ShardIo>& shards) {
   CacheTier::SlotIndex slot;
   auto state = cache->BeginFill(id, kFillWait, CacheTier::FillFor::kDump, &slot);
   if (!state.ok()) return state.status();
-  if (*state == CacheTier::FillState::kAlreadyPresent) return Status::OK();
+  if (*state == CacheTier::FillState::kAlreadyPresent) {
+    NoteRecent(id);  // dumped again: as recently used as a hit
+    return Status::OK();
+  }
   cache->Commit(slot);
   bool completed = false;
   bool stopped = false;  // cancelled: the rest of the block is left partial
@@ -331,6 +338,25 @@ void StoreCore::WriteBack(CacheTier::SlotIndex slot, const BlockId& id, bool can
   if (!s.ok() && wb_error_.ok()) wb_error_ = s;
   --wb_pending_;
   stats.writeback_pending--;
+  wb_cv_.notify_all();
+}
+
+void StoreCore::NoteRecent(const BlockId& id) {
+  if (!posix || !recency_.Note(id)) return;
+  {
+    std::lock_guard lk(wb_mu_);
+    ++wb_pending_;
+  }
+  wb_pool_->Submit([self = shared_from_this()](bool cancelled) { self->TouchRecent(cancelled); });
+}
+
+void StoreCore::TouchRecent(bool cancelled) {
+  // A block evicted from disk meanwhile has no file to touch: that is fine.
+  for (const BlockId& id : recency_.Take()) {
+    if (!cancelled) (void)env->Touch(posix->PathOf(id));
+  }
+  std::lock_guard lk(wb_mu_);
+  --wb_pending_;
   wb_cv_.notify_all();
 }
 

@@ -14,6 +14,7 @@
 #include "kvtier/store.h"
 #include "store/block_format.h"
 #include "store/cache_tier.h"
+#include "store/disk_recency.h"
 #include "store/posix_tier.h"
 #include "store/stats_counters.h"
 #include "store/task_table.h"
@@ -48,6 +49,11 @@ class StoreCore : public std::enable_shared_from_this<StoreCore> {
   std::unique_ptr<PosixTier> posix;
 
  private:
+  // DRAM hits and re-dumps of a block the Posix tier holds refresh its file's
+  // mtime (the shared LRU clock) in batches on the write-back pool.
+  void NoteRecent(const BlockId& id);
+  void TouchRecent(bool cancelled);
+
   // Stops (Aborted) between shards once the task is cancelled.
   Status CopyOut(CacheTier::SlotIndex slot, const std::vector<ShardIo>& shards);
   // Promotion: shards just loaded from the Posix tier are also put in DRAM,
@@ -76,10 +82,11 @@ class StoreCore : public std::enable_shared_from_this<StoreCore> {
   std::mutex fg_idle_mu_;
   std::condition_variable fg_idle_cv_;  // fg_jobs_ reached 0, or stopping_
   std::atomic<bool> stopping_{false};
+  DiskRecency recency_;
   std::mutex wb_mu_;
   std::condition_variable wb_cv_;
-  uint64_t wb_pending_ = 0;
-  Status wb_error_;  // first write-back error since the last Flush
+  uint64_t wb_pending_ = 0;  // write-back jobs queued or running (Flush waits for 0)
+  Status wb_error_;          // first write-back error since the last Flush
 };
 
 }  // namespace kvtier
