@@ -202,6 +202,7 @@ class PyStore {
     Use(const Use&) = delete;
     Use& operator=(const Use&) = delete;
     Store* operator->() const { return store_; }
+    Store* get() const { return store_; }
 
    private:
     PyStore* const owner_;
@@ -238,11 +239,13 @@ class PyStore {
   std::unique_ptr<Store> store_;
 };
 
-TaskId StartTask(PyStore& self, std::vector<ShardIo> shards, bool load) {
+// Starts `start` (&Store::Load or &Store::Dump) with the GIL released.
+using StartFn = Result<TaskId> (Store::*)(std::vector<ShardIo>);
+TaskId StartTask(PyStore& self, std::vector<ShardIo> shards, StartFn start) {
   auto store = self.Acquire();
   Result<TaskId> r = [&] {
     py::gil_scoped_release nogil;
-    return load ? store->Load(std::move(shards)) : store->Dump(std::move(shards));
+    return (store.get()->*start)(std::move(shards));
   }();
   return Unwrap(std::move(r));
 }
@@ -347,13 +350,13 @@ PYBIND11_MODULE(_kvtier, m) {
       .def(
           "load",
           [](PyStore& s, const std::vector<PyShard>& shards) {
-            return StartTask(s, ToShards(shards), /*load=*/true);
+            return StartTask(s, ToShards(shards), &Store::Load);
           },
           py::arg("shards"), "Starts loading [(id, shard, [(addr, len), ...])]; returns a task id.")
       .def(
           "dump",
           [](PyStore& s, const std::vector<PyShard>& shards) {
-            return StartTask(s, ToShards(shards), /*load=*/false);
+            return StartTask(s, ToShards(shards), &Store::Dump);
           },
           py::arg("shards"), "Starts dumping [(id, shard, [(addr, len), ...])]; returns a task id.")
       .def(
@@ -361,7 +364,8 @@ PYBIND11_MODULE(_kvtier, m) {
           [](PyStore& s, const std::vector<py::bytes>& ids, const std::vector<int64_t>& idx,
              uint32_t shard, const std::vector<uintptr_t>& bases,
              const std::vector<int64_t>& strides, const std::vector<size_t>& seg_bytes) {
-            return StartTask(s, StridedShards(ids, idx, shard, bases, strides, seg_bytes), true);
+            return StartTask(s, StridedShards(ids, idx, shard, bases, strides, seg_bytes),
+                             &Store::Load);
           },
           py::arg("ids"), py::arg("block_indices"), py::arg("shard"), py::arg("bases"),
           py::arg("strides"), py::arg("seg_bytes"),
@@ -372,7 +376,8 @@ PYBIND11_MODULE(_kvtier, m) {
           [](PyStore& s, const std::vector<py::bytes>& ids, const std::vector<int64_t>& idx,
              uint32_t shard, const std::vector<uintptr_t>& bases,
              const std::vector<int64_t>& strides, const std::vector<size_t>& seg_bytes) {
-            return StartTask(s, StridedShards(ids, idx, shard, bases, strides, seg_bytes), false);
+            return StartTask(s, StridedShards(ids, idx, shard, bases, strides, seg_bytes),
+                             &Store::Dump);
           },
           py::arg("ids"), py::arg("block_indices"), py::arg("shard"), py::arg("bases"),
           py::arg("strides"), py::arg("seg_bytes"), "The dump counterpart of load_blocks.")

@@ -40,31 +40,39 @@ class UringFile final : public PosixFile {
  public:
   using PosixFile::PosixFile;
   Status ReadV(uint64_t offset, std::span<const iovec> iov) override {
-    return Op(offset, iov, false);
+    static constexpr Direction kRead{io_uring_prep_readv, "io_uring readv ", &UringFile::ReadLoop,
+                                     /*short_file_is_corrupt=*/true};
+    return Op(offset, iov, kRead);
   }
   Status WriteV(uint64_t offset, std::span<const iovec> iov) override {
-    return Op(offset, iov, true);
+    static constexpr Direction kWrite{io_uring_prep_writev, "io_uring writev ",
+                                      &UringFile::WriteLoop, /*short_file_is_corrupt=*/false};
+    return Op(offset, iov, kWrite);
   }
 
  private:
+  // One direction: how to prepare the request, and the preadv/pwritev loop
+  // that finishes what io_uring cannot.
+  struct Direction {
+    void (*prep)(io_uring_sqe* sqe, int fd, const iovec* iov, unsigned n, __u64 offset);
+    const char* name;
+    Status (UringFile::*loop)(uint64_t offset, std::span<const iovec> iov);
+    bool short_file_is_corrupt;  // a read that moved nothing found the end of the file
+  };
+
   // One submission, reaped before returning whatever happens: a request left
   // in flight would later write into (or read from) memory that may be freed
   // by then (an O_DIRECT bounce buffer), and its completion would be taken
   // for the next request's on this thread. EINTR while waiting just waits
   // again, unless the work was cancelled (CancelToken): then the request is
   // cancelled in the kernel and both completions are reaped.
-  Status Op(uint64_t offset, std::span<const iovec> iov, bool write) {
+  Status Op(uint64_t offset, std::span<const iovec> iov, const Direction& d) {
     io_uring* ring = MyRing();
-    if (!ring || iov.empty() || iov.size() > IOV_MAX) return Loop(offset, iov, write);
+    if (!ring || iov.empty() || iov.size() > IOV_MAX) return (this->*d.loop)(offset, iov);
     if (CancelToken::Requested()) return Status::Aborted("cancelled during I/O on " + path_);
     io_uring_sqe* sqe = io_uring_get_sqe(ring);
-    if (!sqe) return Loop(offset, iov, write);
-    const unsigned n = static_cast<unsigned>(iov.size());
-    if (write) {
-      io_uring_prep_writev(sqe, fd_, iov.data(), n, offset);
-    } else {
-      io_uring_prep_readv(sqe, fd_, iov.data(), n, offset);
-    }
+    if (!sqe) return (this->*d.loop)(offset, iov);
+    d.prep(sqe, fd_, iov.data(), static_cast<unsigned>(iov.size()), offset);
     io_uring_sqe_set_data64(sqe, kOpTag);
     int rc = SubmitAll(ring);
     if (rc < 0) return Status::FromErrno(-rc, "io_uring submit " + path_);
@@ -74,15 +82,14 @@ class UringFile final : public PosixFile {
     if (CancelToken::Requested()) return Status::Aborted("cancelled during I/O on " + path_);
     // Interrupted in the kernel (a signal reached the worker running it, which
     // may also answer ECANCELED) or refused for now: the plain loop finishes it.
-    if (res == -EINTR || res == -EAGAIN || res == -ECANCELED) return Loop(offset, iov, write);
-    if (res < 0)
-      return Status::FromErrno(-res, (write ? "io_uring writev " : "io_uring readv ") + path_);
+    if (res == -EINTR || res == -EAGAIN || res == -ECANCELED) return (this->*d.loop)(offset, iov);
+    if (res < 0) return Status::FromErrno(-res, d.name + path_);
     // Continue a short transfer from where it stopped.
     size_t done = static_cast<size_t>(res);
     size_t total = 0;
     for (const iovec& v : iov) total += v.iov_len;
     if (done == total) return Status::OK();
-    if (done == 0 && !write)
+    if (done == 0 && d.short_file_is_corrupt)
       return Status::Corruption("readv " + path_ + ": file shorter than expected");
     std::vector<iovec> rest;
     for (const iovec& v : iov) {
@@ -93,7 +100,7 @@ class UringFile final : public PosixFile {
       rest.push_back({static_cast<char*>(v.iov_base) + done, v.iov_len - done});
       done = 0;
     }
-    return Loop(offset + static_cast<uint64_t>(res), rest, write);
+    return (this->*d.loop)(offset + static_cast<uint64_t>(res), rest);
   }
 
   static constexpr uint64_t kOpTag = 1;

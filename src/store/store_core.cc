@@ -97,8 +97,17 @@ Result<std::vector<std::vector<ShardIo>>> StoreCore::Validate(std::vector<ShardI
   return groups;
 }
 
-TaskId StoreCore::Submit(std::vector<std::vector<ShardIo>> groups, bool load) {
-  (load ? stats.load_tasks : stats.dump_tasks)++;
+TaskId StoreCore::SubmitLoad(std::vector<std::vector<ShardIo>> groups) {
+  stats.load_tasks++;
+  return Submit(std::move(groups), &StoreCore::LoadBlock);
+}
+
+TaskId StoreCore::SubmitDump(std::vector<std::vector<ShardIo>> groups) {
+  stats.dump_tasks++;
+  return Submit(std::move(groups), &StoreCore::DumpBlock);
+}
+
+TaskId StoreCore::Submit(std::vector<std::vector<ShardIo>> groups, BlockOp op) {
   auto [task, token] = tasks.Create(groups.size());
   auto groups_ptr = std::make_shared<std::vector<std::vector<ShardIo>>>(std::move(groups));
   // Jobs of at least kJobBytes (several small shards each), so per-job
@@ -117,7 +126,7 @@ TaskId StoreCore::Submit(std::vector<std::vector<ShardIo>> groups, bool load) {
   for (size_t first = 0; first < n; first += batch) {
     const size_t last = std::min(n, first + batch);
     fg_pool_->Submit(
-        [self = shared_from_this(), groups_ptr, task, token, first, last, load](bool cancelled) {
+        [self = shared_from_this(), groups_ptr, task, token, first, last, op](bool cancelled) {
           std::vector<TaskTable::Failure> failures;
           {
             // Store::Cancel interrupts this thread while it is in the scope.
@@ -126,8 +135,7 @@ TaskId StoreCore::Submit(std::vector<std::vector<ShardIo>> groups, bool load) {
               const auto& g = (*groups_ptr)[part];
               Status s = cancelled            ? Status::Aborted("store shutting down")
                          : token->cancelled() ? Status::Aborted("task cancelled")
-                         : load               ? self->LoadBlock(g)
-                                              : self->DumpBlock(g);
+                                              : (self.get()->*op)(g);
               if (!s.ok()) failures.push_back({part, g.front().block, s});
             }
           }

@@ -28,7 +28,8 @@ class StoreCore : public std::enable_shared_from_this<StoreCore> {
 
   // Checks a request and groups its shards by block (request order kept).
   Result<std::vector<std::vector<ShardIo>>> Validate(std::vector<ShardIo> shards) const;
-  TaskId Submit(std::vector<std::vector<ShardIo>> groups, bool load);
+  TaskId SubmitLoad(std::vector<std::vector<ShardIo>> groups);
+  TaskId SubmitDump(std::vector<std::vector<ShardIo>> groups);
 
   Status LoadBlock(const std::vector<ShardIo>& shards);
   Status DumpBlock(const std::vector<ShardIo>& shards);
@@ -49,6 +50,10 @@ class StoreCore : public std::enable_shared_from_this<StoreCore> {
   std::unique_ptr<PosixTier> posix;
 
  private:
+  // Queues `op` over the groups as jobs on the foreground pool.
+  using BlockOp = Status (StoreCore::*)(const std::vector<ShardIo>& shards);
+  TaskId Submit(std::vector<std::vector<ShardIo>> groups, BlockOp op);
+
   // DRAM hits and re-dumps of a block the Posix tier holds refresh its file's
   // mtime (the shared LRU clock) in batches on the write-back pool.
   void NoteRecent(const BlockId& id);

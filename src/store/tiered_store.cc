@@ -46,13 +46,13 @@ size_t TieredStore::LookupPrefix(std::span<const BlockId> ids) {
 Result<TaskId> TieredStore::Load(std::vector<ShardIo> shards) {
   auto groups = core_->Validate(std::move(shards));
   if (!groups.ok()) return groups.status();
-  return core_->Submit(std::move(*groups), /*load=*/true);
+  return core_->SubmitLoad(std::move(*groups));
 }
 
 Result<TaskId> TieredStore::Dump(std::vector<ShardIo> shards) {
   auto groups = core_->Validate(std::move(shards));
   if (!groups.ok()) return groups.status();
-  return core_->Submit(std::move(*groups), /*load=*/false);
+  return core_->SubmitDump(std::move(*groups));
 }
 
 Status TieredStore::Wait(TaskId task, std::chrono::milliseconds timeout, TaskResult* result) {
