@@ -9,9 +9,10 @@
 //  * Lookup/LookupPrefix are synchronous and cheap; they see the blocks this
 //    process holds in DRAM and every block published in the Posix roots.
 //  * Load/Dump start an asynchronous task and return its id at once. The
-//    caller's memory must stay valid until Wait/Check reports the task done.
-//    A Dump task is done once the data is copied out of the caller's memory;
-//    the write to slower tiers continues in the background (Flush waits).
+//    caller's memory must stay valid until Wait/Check reports the task done,
+//    or until Cancel returns. A Dump task is done once the data is copied out
+//    of the caller's memory; the write to slower tiers continues in the
+//    background (Flush waits).
 //  * Every byte served by Load has been verified against the checksum taken
 //    when it was dumped. A block that is missing, corrupt or unreadable fails
 //    alone: it is listed in TaskResult::failed_blocks, the rest succeeds.
@@ -92,6 +93,24 @@ class Store {
   // Non-blocking: *done tells whether the task finished; when it did,
   // `result` is filled and the task is forgotten.
   virtual Status Check(TaskId task, bool* done, TaskResult* result) = 0;
+
+  // Stops a Load or Dump task. Once Cancel returns OK, no byte of the
+  // task's caller memory is read or written again, so the caller may reuse
+  // it: queued jobs are dropped, running ones stop at their next shard, and
+  // one inside a system call on that memory is interrupted (kvtier's
+  // real-time signal, CancelToken::Signal() = SIGRTMIN+4, handled without
+  // SA_RESTART; an io_uring request is cancelled in the kernel and reaped)
+  // and waited for. A call no signal interrupts (an uninterruptible NFS
+  // mount, a device in D state) keeps Cancel blocked until it returns:
+  // correctness over liveness, as returning earlier would let it scribble on
+  // memory the engine has reused. A cancelled dump publishes no block it had
+  // not finished copying: its unfinished blocks stay partial (a shard being
+  // written to a file fails and the temporary file is removed). Blocks
+  // whose copy ended before Cancel hold valid bytes and stay. The task is
+  // forgotten: a later Wait/Check/Cancel on it (and a Wait blocked on it
+  // meanwhile) answers NotFound. NotFound too if the task is unknown or its
+  // result was already taken.
+  virtual Status Cancel(TaskId task) = 0;
 
   // Waits until every completed dump has reached the last tier. Returns the
   // first write-back error since the previous Flush, if any.

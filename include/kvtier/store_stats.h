@@ -30,6 +30,7 @@ struct StoreStats {
   TierStats posix;
   uint64_t load_tasks = 0;
   uint64_t dump_tasks = 0;
+  uint64_t cancelled_tasks = 0;    // tasks ended by Store::Cancel
   uint64_t failed_blocks = 0;      // blocks reported failed to callers
   uint64_t writeback_pending = 0;  // gauge: blocks in DRAM not yet in the Posix tier
   uint64_t writeback_errors = 0;

@@ -13,10 +13,12 @@
 
 #include <chrono>
 #include <cmath>
+#include <condition_variable>
 #include <cstdint>
 #include <cstring>
 #include <limits>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <tuple>
@@ -177,7 +179,11 @@ void SetPipeline(StoreConfig& c, const std::vector<std::string>& names) {
   c.pipeline = std::move(kinds);
 }
 
-// Owns the Store; Python keeps this object, never a raw Store*.
+// Owns the Store; Python keeps this object, never a raw Store*. Calls run
+// with the GIL released, so another Python thread may close() meanwhile:
+// each call holds a Use for as long as it touches the store, and close()
+// waits (GIL released) until no Use is left before destroying it. Calls made
+// after close() began raise ValueError("store is closed").
 class PyStore {
  public:
   PyStore(const StoreConfig& config, const BlockLayout& layout) {
@@ -188,25 +194,58 @@ class PyStore {
     store_ = Unwrap(std::move(r));
   }
 
-  Store& get() {
+  // The store, kept open until this is destroyed.
+  class Use {
+   public:
+    Use(PyStore* owner, Store* store) : owner_(owner), store_(store) {}
+    ~Use() { owner_->EndUse(); }
+    Use(const Use&) = delete;
+    Use& operator=(const Use&) = delete;
+    Store* operator->() const { return store_; }
+    Store* get() const { return store_; }
+
+   private:
+    PyStore* const owner_;
+    Store* const store_;
+  };
+
+  Use Acquire() {
+    std::lock_guard lk(mu_);
     if (!store_) throw py::value_error("store is closed");
-    return *store_;
+    ++in_use_;
+    return Use(this, store_.get());
   }
 
   void Close() {
-    std::unique_ptr<Store> s = std::move(store_);
-    py::gil_scoped_release nogil;
+    py::gil_scoped_release nogil;  // the calls waited for need the GIL to finish
+    std::unique_ptr<Store> s;
+    {
+      std::unique_lock lk(mu_);
+      s = std::move(store_);  // no new call starts from here
+      idle_cv_.wait(lk, [&] { return in_use_ == 0; });
+    }
     s.reset();
   }
 
  private:
+  void EndUse() {
+    std::lock_guard lk(mu_);
+    if (--in_use_ == 0) idle_cv_.notify_all();
+  }
+
+  std::mutex mu_;
+  std::condition_variable idle_cv_;
+  int in_use_ = 0;
   std::unique_ptr<Store> store_;
 };
 
-TaskId StartTask(PyStore& self, std::vector<ShardIo> shards, bool load) {
+// Starts `start` (&Store::Load or &Store::Dump) with the GIL released.
+using StartFn = Result<TaskId> (Store::*)(std::vector<ShardIo>);
+TaskId StartTask(PyStore& self, std::vector<ShardIo> shards, StartFn start) {
+  auto store = self.Acquire();
   Result<TaskId> r = [&] {
     py::gil_scoped_release nogil;
-    return load ? self.get().Load(std::move(shards)) : self.get().Dump(std::move(shards));
+    return (store.get()->*start)(std::move(shards));
   }();
   return Unwrap(std::move(r));
 }
@@ -285,15 +324,16 @@ PYBIND11_MODULE(_kvtier, m) {
       .def(py::init<const StoreConfig&, const BlockLayout&>(), py::arg("config"),
            py::arg("layout") = BlockLayout{},
            "Opens a store; layout num_shards=0 gives a lookup-only store.")
-      .def_property_readonly("layout", [](PyStore& s) { return s.get().layout(); })
+      .def_property_readonly("layout", [](PyStore& s) { return s.Acquire()->layout(); })
       .def(
           "lookup",
           [](PyStore& s, const std::vector<py::bytes>& ids) {
             std::vector<BlockId> v = ToBlockIds(ids);
             std::vector<bool> hits;
+            auto store = s.Acquire();
             {
               py::gil_scoped_release nogil;
-              hits = s.get().Lookup(v);
+              hits = store->Lookup(v);
             }
             return hits;
           },
@@ -302,20 +342,21 @@ PYBIND11_MODULE(_kvtier, m) {
           "lookup_prefix",
           [](PyStore& s, const std::vector<py::bytes>& ids) {
             std::vector<BlockId> v = ToBlockIds(ids);
+            auto store = s.Acquire();
             py::gil_scoped_release nogil;
-            return s.get().LookupPrefix(v);
+            return store->LookupPrefix(v);
           },
           py::arg("ids"), "Number of leading ids present.")
       .def(
           "load",
           [](PyStore& s, const std::vector<PyShard>& shards) {
-            return StartTask(s, ToShards(shards), /*load=*/true);
+            return StartTask(s, ToShards(shards), &Store::Load);
           },
           py::arg("shards"), "Starts loading [(id, shard, [(addr, len), ...])]; returns a task id.")
       .def(
           "dump",
           [](PyStore& s, const std::vector<PyShard>& shards) {
-            return StartTask(s, ToShards(shards), /*load=*/false);
+            return StartTask(s, ToShards(shards), &Store::Dump);
           },
           py::arg("shards"), "Starts dumping [(id, shard, [(addr, len), ...])]; returns a task id.")
       .def(
@@ -323,7 +364,8 @@ PYBIND11_MODULE(_kvtier, m) {
           [](PyStore& s, const std::vector<py::bytes>& ids, const std::vector<int64_t>& idx,
              uint32_t shard, const std::vector<uintptr_t>& bases,
              const std::vector<int64_t>& strides, const std::vector<size_t>& seg_bytes) {
-            return StartTask(s, StridedShards(ids, idx, shard, bases, strides, seg_bytes), true);
+            return StartTask(s, StridedShards(ids, idx, shard, bases, strides, seg_bytes),
+                             &Store::Load);
           },
           py::arg("ids"), py::arg("block_indices"), py::arg("shard"), py::arg("bases"),
           py::arg("strides"), py::arg("seg_bytes"),
@@ -334,7 +376,8 @@ PYBIND11_MODULE(_kvtier, m) {
           [](PyStore& s, const std::vector<py::bytes>& ids, const std::vector<int64_t>& idx,
              uint32_t shard, const std::vector<uintptr_t>& bases,
              const std::vector<int64_t>& strides, const std::vector<size_t>& seg_bytes) {
-            return StartTask(s, StridedShards(ids, idx, shard, bases, strides, seg_bytes), false);
+            return StartTask(s, StridedShards(ids, idx, shard, bases, strides, seg_bytes),
+                             &Store::Dump);
           },
           py::arg("ids"), py::arg("block_indices"), py::arg("shard"), py::arg("bases"),
           py::arg("strides"), py::arg("seg_bytes"), "The dump counterpart of load_blocks.")
@@ -343,9 +386,11 @@ PYBIND11_MODULE(_kvtier, m) {
           [](PyStore& s, TaskId task, std::optional<double> timeout) {
             TaskResult r;
             Status st;
+            const auto wait_for = ToTimeout(timeout);
+            auto store = s.Acquire();
             {
               py::gil_scoped_release nogil;
-              st = s.get().Wait(task, ToTimeout(timeout), &r);
+              st = store->Wait(task, wait_for, &r);
             }
             ThrowIfError(st);
             return ToPy(r);
@@ -357,7 +402,7 @@ PYBIND11_MODULE(_kvtier, m) {
           [](PyStore& s, TaskId task) -> std::optional<PyTaskResult> {
             bool done = false;
             TaskResult r;
-            ThrowIfError(s.get().Check(task, &done, &r));
+            ThrowIfError(s.Acquire()->Check(task, &done, &r));
             if (!done) return std::nullopt;
             return ToPy(r);
           },
@@ -366,22 +411,40 @@ PYBIND11_MODULE(_kvtier, m) {
           "flush",
           [](PyStore& s, std::optional<double> timeout) {
             Status st;
+            const auto wait_for = ToTimeout(timeout);
+            auto store = s.Acquire();
             {
               py::gil_scoped_release nogil;
-              st = s.get().Flush(ToTimeout(timeout));
+              st = store->Flush(wait_for);
             }
             ThrowIfError(st);
           },
           py::arg("timeout") = py::none(), "Waits until dumped blocks reach the last tier.")
-      .def("drop_cache", [](PyStore& s) { s.get().DropCache(); })
-      .def("stats_json", [](PyStore& s) { return s.get().Stats().ToJson(); })
+      .def(
+          "cancel",
+          [](PyStore& s, TaskId task) {
+            Status st;
+            auto store = s.Acquire();
+            {
+              py::gil_scoped_release nogil;  // may wait for a system call to be interrupted
+              st = store->Cancel(task);
+            }
+            ThrowIfError(st);
+          },
+          py::arg("task"),
+          "Stops a load or dump task; once it returns the task's memory is no longer touched "
+          "and the task is forgotten (waiting on it raises KvtierError NotFound).")
+      .def("drop_cache", [](PyStore& s) { s.Acquire()->DropCache(); })
+      .def("stats_json", [](PyStore& s) { return s.Acquire()->Stats().ToJson(); })
       .def(
           "stats_prometheus",
           [](PyStore& s, const std::string& prefix) {
-            return s.get().Stats().ToPrometheus(prefix);
+            return s.Acquire()->Stats().ToPrometheus(prefix);
           },
           py::arg("prefix") = "kvtier_store")
-      .def("close", &PyStore::Close, "Closes the store (cancels queued work).");
+      .def("close", &PyStore::Close,
+           "Closes the store (cancels queued work) once calls running in other threads have "
+           "returned; later calls raise ValueError.");
 
   py::class_<BlockHasher>(m, "BlockHasher")
       .def(py::init([](const py::bytes& ns) { return BlockHasher(std::string_view(ns)); }),

@@ -23,6 +23,7 @@
 #include <thread>
 
 #include "bench/bench_main.h"
+#include "bench/bench_scratch.h"
 #include "kvtier/hash.h"
 #include "kvtier/store.h"
 #include "store/block_format.h"
@@ -124,15 +125,14 @@ uint64_t CountCorrupt(const Run& run, const uint8_t* got) {
 
 // Run right before each timed write phase, the store's and the raw one
 // alike. First, untimed, it writes 1.5x the phase's bytes into a scratch
-// file in `dir` and removes it: on this VM page cache that has not been
-// written lately costs up to ten times more to write than pages just freed,
-// so without this, what ran before each phase would decide the ratio. One
-// file, because many created and removed would leave recently deleted inodes
-// that ext4 skips one by one when the timed phase creates its files. Then a
-// sync(), so the phase does not compete with the write-back of earlier dirty
-// pages.
-void BeforeTimedWrite(const std::string& dir, const uint8_t* src, uint64_t total) {
-  const std::string path = fmt::format("{}/prime-{}.bin", dir, ::getpid());
+// file (beside the raw baseline files, see bench_scratch.h) and removes it: on this VM page cache
+// that has not been written lately costs up to ten times more to write than pages just freed, so
+// without this, what ran before each phase would decide the ratio. One file, because many created
+// and removed would leave recently deleted inodes that ext4 skips one by one when the timed phase
+// creates its files. Then a sync(), so the phase does not compete with the write-back of earlier
+// dirty pages.
+void BeforeTimedWrite(const std::string& root, const uint8_t* src, uint64_t total) {
+  const std::string path = ScratchFile(root, "prime", ".bin");
   int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
   if (fd >= 0) {  // else a full disk shows up in the timed phase itself
     constexpr uint64_t kChunk = 4 << 20;
@@ -147,13 +147,13 @@ void BeforeTimedWrite(const std::string& dir, const uint8_t* src, uint64_t total
   ::sync();
 }
 
-// Raw sequential write then read of one file per block, in `dir`.
-Status RawIo(const Run& run, const std::string& dir, uint8_t* src, uint8_t* dst, double* write_s,
+// Raw sequential write then read of one file per block, in root's scratch directory.
+Status RawIo(const Run& run, const std::string& root, uint8_t* src, uint8_t* dst, double* write_s,
              double* read_s) {
   const int direct = run.cfg.io_direct ? O_DIRECT : 0;
   std::vector<std::string> paths;
   for (size_t b = 0; b < run.ids.size(); ++b) {
-    paths.push_back(fmt::format("{}/raw-baseline-{}-{}.bin", dir, ::getpid(), b));
+    paths.push_back(ScratchFile(root, "raw-baseline", fmt::format("-{}.bin", b)));
   }
   struct Cleanup {  // on every return; then a sync, as in RemoveBenchBlocks
     const std::vector<std::string>& paths;
@@ -162,7 +162,7 @@ Status RawIo(const Run& run, const std::string& dir, uint8_t* src, uint8_t* dst,
       ::sync();
     }
   } cleanup{paths};
-  BeforeTimedWrite(dir, src, run.block_bytes * run.ids.size());
+  BeforeTimedWrite(root, src, run.block_bytes * run.ids.size());
   auto t0 = Clock::now();
   for (size_t b = 0; b < paths.size(); ++b) {
     int fd = ::open(paths[b].c_str(), O_WRONLY | O_CREAT | O_TRUNC | direct, 0644);
@@ -328,6 +328,14 @@ int Execute(const Options& o) {
     fmt::print(stderr, "kvtier-bench store: {}\n", store.status().ToString());
     return 2;
   }
+  const std::string& root = run.cfg.storage_backends.front();
+  if (size_t n = PrepareScratch(root)) {
+    fmt::print(stderr, "kvtier-bench store: removed {} files left by killed runs\n", n);
+  }
+  struct ScratchCleanup {  // on every return
+    const std::string& root;
+    ~ScratchCleanup() { RemoveScratchDir(root); }
+  } scratch_cleanup{root};
   auto fail = [&](const Status& s) {
     fmt::print(stderr, "kvtier-bench store: {}\n", s.ToString());
     if (!o.keep) RemoveBenchBlocks(run);

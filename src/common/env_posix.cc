@@ -10,6 +10,8 @@
 #include <cerrno>
 #include <string>
 
+#include "common/cancel_token.h"
+
 namespace kvtier {
 namespace {
 
@@ -46,11 +48,28 @@ Status PosixFile::Close() {
   return Status::OK();
 }
 
-Status PosixFile::Loop(uint64_t offset, std::span<const iovec> iov_in, bool write) {
+Status PosixFile::ReadLoop(uint64_t offset, std::span<const iovec> iov) {
+  static constexpr Direction kRead{
+      ::preadv, "preadv ", [](const std::string& what) {
+        return Status::Corruption(what + ": file shorter than expected");
+      }};
+  return Loop(offset, iov, kRead);
+}
+
+Status PosixFile::WriteLoop(uint64_t offset, std::span<const iovec> iov) {
+  static constexpr Direction kWrite{::pwritev, "pwritev ", [](const std::string& what) {
+                                      return Status::IOError(what + ": wrote 0 bytes");
+                                    }};
+  return Loop(offset, iov, kWrite);
+}
+
+Status PosixFile::Loop(uint64_t offset, std::span<const iovec> iov_in, const Direction& d) {
   iovec local[IOV_MAX > 64 ? 64 : IOV_MAX];
   size_t idx = 0;
   size_t skip = 0;  // bytes of iov_in[idx] already done
   while (idx < iov_in.size()) {
+    // Work for a cancelled task stops here: the caller may reuse the memory.
+    if (CancelToken::Requested()) return Status::Aborted("cancelled during I/O on " + path_);
     int n = 0;
     for (size_t i = idx; i < iov_in.size() && n < static_cast<int>(std::size(local)); ++i, ++n) {
       local[n] = iov_in[i];
@@ -59,16 +78,12 @@ Status PosixFile::Loop(uint64_t offset, std::span<const iovec> iov_in, bool writ
         local[n].iov_len -= skip;
       }
     }
-    ssize_t r = write ? ::pwritev(fd_, local, n, static_cast<off_t>(offset))
-                      : ::preadv(fd_, local, n, static_cast<off_t>(offset));
+    const ssize_t r = d.call(fd_, local, n, static_cast<off_t>(offset));
     if (r < 0) {
-      if (errno == EINTR) continue;
-      return Status::FromErrno(errno, (write ? "pwritev " : "preadv ") + path_);
+      if (errno == EINTR) continue;  // Cancel's signal is seen at the loop's top
+      return Status::FromErrno(errno, d.name + path_);
     }
-    if (r == 0) {
-      if (write) return Status::IOError("pwritev " + path_ + ": wrote 0 bytes");
-      return Status::Corruption("preadv " + path_ + ": file shorter than expected");
-    }
+    if (r == 0) return d.moved_nothing(d.name + path_);
     offset += static_cast<uint64_t>(r);
     size_t left = static_cast<size_t>(r);
     while (idx < iov_in.size() && left >= iov_in[idx].iov_len - skip) {

@@ -2,6 +2,8 @@
 // Envs (io_uring) derive from these to reuse everything but the data path.
 #pragma once
 
+#include <sys/types.h>
+
 #include <string>
 
 #include "kvtier/env.h"
@@ -14,21 +16,32 @@ class PosixFile : public File {
   ~PosixFile() override;
 
   Status ReadV(uint64_t offset, std::span<const iovec> iov) override {
-    return Loop(offset, iov, /*write=*/false);
+    return ReadLoop(offset, iov);
   }
   Status WriteV(uint64_t offset, std::span<const iovec> iov) override {
-    return Loop(offset, iov, /*write=*/true);
+    return WriteLoop(offset, iov);
   }
   Status Sync() override;
   Result<FileInfo> Stat() override;
   Status Close() override;
 
  protected:
-  // preadv/pwritev until every byte moved; partial transfers resume where they stopped.
-  Status Loop(uint64_t offset, std::span<const iovec> iov, bool write);
+  // preadv (pwritev) until every byte moved; partial transfers resume where
+  // they stopped. A read that finds the file too short is Corruption.
+  Status ReadLoop(uint64_t offset, std::span<const iovec> iov);
+  Status WriteLoop(uint64_t offset, std::span<const iovec> iov);
 
   int fd_;
   std::string path_;
+
+ private:
+  // One direction of the loop: the system call, and the error when it moves nothing.
+  struct Direction {
+    ssize_t (*call)(int fd, const iovec* iov, int iovcnt, off_t offset);
+    const char* name;
+    Status (*moved_nothing)(const std::string& what);
+  };
+  Status Loop(uint64_t offset, std::span<const iovec> iov, const Direction& d);
 };
 
 class PosixEnv : public Env {

@@ -30,6 +30,7 @@ std::vector<Field> TierFields(const TierStats& t) {
 std::vector<Field> StoreFields(const StoreStats& s) {
   return {{"load_tasks", s.load_tasks},
           {"dump_tasks", s.dump_tasks},
+          {"cancelled_tasks", s.cancelled_tasks},
           {"failed_blocks", s.failed_blocks},
           {"writeback_pending", s.writeback_pending},
           {"writeback_errors", s.writeback_errors},

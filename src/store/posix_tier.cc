@@ -123,7 +123,10 @@ Status PosixTier::Publish(const BlockId& id, TempFile* temp, std::span<const uin
 
 Status PosixTier::WriteBlock(const BlockId& id, std::span<const uint64_t> checksums,
                              const uint8_t* data) {
-  if (env_->Stat(PathOf(id)).ok()) return Status::OK();  // another writer published it
+  if (env_->Stat(PathOf(id)).ok()) {  // another writer published it
+    (void)env_->Touch(PathOf(id));    // dumped again: recently used (the LRU clock)
+    return Status::OK();
+  }
   const uint64_t t0 = NowNs();
   auto temp = CreateTemp(id);
   if (!temp.ok()) {

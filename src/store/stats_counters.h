@@ -35,9 +35,9 @@ struct TierCounters {
 
 struct StatsCounters {
   TierCounters cache, posix;
-  std::atomic<uint64_t> load_tasks{0}, dump_tasks{0}, failed_blocks{0}, writeback_pending{0},
-      writeback_errors{0}, promotions_pending{0}, promotions_dropped{0}, promoted_bytes{0},
-      task_latency_ns_total{0}, task_latency_ns_max{0};
+  std::atomic<uint64_t> load_tasks{0}, dump_tasks{0}, cancelled_tasks{0}, failed_blocks{0},
+      writeback_pending{0}, writeback_errors{0}, promotions_pending{0}, promotions_dropped{0},
+      promoted_bytes{0}, task_latency_ns_total{0}, task_latency_ns_max{0};
 
   void RecordTaskLatency(uint64_t ns) {
     task_latency_ns_total += ns;
@@ -52,6 +52,7 @@ struct StatsCounters {
     s.posix = posix.Snapshot();
     s.load_tasks = load_tasks;
     s.dump_tasks = dump_tasks;
+    s.cancelled_tasks = cancelled_tasks;
     s.failed_blocks = failed_blocks;
     s.writeback_pending = writeback_pending;
     s.writeback_errors = writeback_errors;

@@ -9,6 +9,7 @@
 
 #include "common/checksum.h"
 #include "common/stream_copy.h"
+#include "store/promoter.h"
 
 namespace kvtier {
 namespace {
@@ -18,9 +19,12 @@ constexpr auto kFillWait = std::chrono::seconds(30);
 // Shutdown keeps flushing while write-back progresses at least once per this.
 constexpr auto kShutdownProgressWindow = std::chrono::seconds(2);
 constexpr auto kPoolGrace = std::chrono::seconds(1);
-// Background promotions queued at most; beyond this, loads skip promotion
-// (the queue holds ids, not data, so this bounds only bookkeeping and lag).
-constexpr uint64_t kMaxQueuedFills = 1 << 16;
+// A block used from DRAM refreshes its file's mtime at most once per this.
+constexpr auto kRecencyInterval = std::chrono::seconds(1);
+
+Status Cancelled(const BlockId& id) {
+  return Status::Aborted("block " + id.ToHex() + ": task cancelled");
+}
 
 std::vector<iovec> ToIovecs(const ShardIo& s) {
   std::vector<iovec> v;
@@ -32,44 +36,48 @@ std::vector<iovec> ToIovecs(const ShardIo& s) {
 }  // namespace
 
 StoreCore::StoreCore(const StoreConfig& cfg, const BlockLayout& layout, Env* e)
-    : config(cfg),
-      geo(layout),
-      env(e),
-      lookup_only(layout.num_shards == 0 || layout.shard_bytes == 0) {}
+    : config_(cfg),
+      geo_(layout),
+      env_(e),
+      lookup_only_(layout.num_shards == 0 || layout.shard_bytes == 0),
+      recency_(kRecencyInterval) {}
+
+StoreCore::~StoreCore() = default;
 
 Status StoreCore::Open() {
-  KVTIER_RETURN_IF_ERROR(config.Validate());
-  for (TierKind t : config.pipeline) {
-    if (t == TierKind::kCache && !lookup_only) {
+  KVTIER_RETURN_IF_ERROR(config_.Validate());
+  for (TierKind t : config_.pipeline) {
+    if (t == TierKind::kCache && !lookup_only_) {
       // A lookup-only store (a scheduler) holds no data, so it needs no DRAM.
-      cache = std::make_unique<CacheTier>(config.cache_capacity_bytes, geo, &stats.cache,
-                                          std::chrono::seconds(config.tmp_max_age_s));
-      KVTIER_RETURN_IF_ERROR(cache->init_status());
+      cache_ = std::make_unique<CacheTier>(config_.cache_capacity_bytes, geo_, &stats_.cache,
+                                           std::chrono::seconds(config_.tmp_max_age_s));
+      KVTIER_RETURN_IF_ERROR(cache_->init_status());
     }
     if (t == TierKind::kPosix) {
-      posix = std::make_unique<PosixTier>(config, geo, env, &stats.posix);
-      KVTIER_RETURN_IF_ERROR(posix->Open());
+      posix_ = std::make_unique<PosixTier>(config_, geo_, env_, &stats_.posix);
+      KVTIER_RETURN_IF_ERROR(posix_->Open());
     }
   }
-  fg_pool_ = std::make_unique<ThreadPool>(config.io_threads, "kvtier-io");
-  if (cache && posix) wb_pool_ = std::make_unique<ThreadPool>(config.io_threads, "kvtier-wb");
-  if (cache && posix && config.cache_promote_on_load && !config.io_direct) {
-    fill_pool_ = std::make_unique<ThreadPool>(1, "kvtier-fill", ThreadPool::Priority::kIdle);
+  fg_pool_ = std::make_unique<ThreadPool>(config_.io_threads, "kvtier-io");
+  if (cache_ && posix_) wb_pool_ = std::make_unique<ThreadPool>(config_.io_threads, "kvtier-wb");
+  if (cache_ && posix_ && config_.cache_promote_on_load) {
+    promoter_ =
+        std::make_unique<Promoter>(config_, geo_, cache_.get(), posix_.get(), &stats_, &fg_gate_);
   }
   return Status::OK();
 }
 
 Result<std::vector<std::vector<ShardIo>>> StoreCore::Validate(std::vector<ShardIo> shards) const {
-  if (lookup_only) {
+  if (lookup_only_) {
     return Status::InvalidArgument(
         "store opened lookup-only (no block layout): cannot load or dump");
   }
   std::vector<std::vector<ShardIo>> groups;
   std::unordered_map<BlockId, size_t> group_of;
   for (ShardIo& s : shards) {
-    if (s.shard >= geo.layout.num_shards) {
+    if (s.shard >= geo_.layout.num_shards) {
       return Status::InvalidArgument(fmt::format("block {}: shard {} out of range (layout has {})",
-                                                 s.block.ToHex(), s.shard, geo.layout.num_shards));
+                                                 s.block.ToHex(), s.shard, geo_.layout.num_shards));
     }
     size_t len = 0;
     for (const Segment& seg : s.segments) {
@@ -78,10 +86,10 @@ Result<std::vector<std::vector<ShardIo>>> StoreCore::Validate(std::vector<ShardI
       }
       len += seg.len;
     }
-    if (len != geo.layout.shard_bytes) {
+    if (len != geo_.layout.shard_bytes) {
       return Status::InvalidArgument(
           fmt::format("block {} shard {}: segments total {} B, shard is {} B", s.block.ToHex(),
-                      s.shard, len, geo.layout.shard_bytes));
+                      s.shard, len, geo_.layout.shard_bytes));
     }
     auto [it, inserted] = group_of.try_emplace(s.block, groups.size());
     if (inserted) groups.emplace_back();
@@ -90,9 +98,22 @@ Result<std::vector<std::vector<ShardIo>>> StoreCore::Validate(std::vector<ShardI
   return groups;
 }
 
-TaskId StoreCore::Submit(std::vector<std::vector<ShardIo>> groups, bool load) {
-  (load ? stats.load_tasks : stats.dump_tasks)++;
-  const TaskId task = tasks.Create(groups.size());
+Result<TaskId> StoreCore::Load(std::vector<ShardIo> shards) {
+  auto groups = Validate(std::move(shards));
+  if (!groups.ok()) return groups.status();
+  stats_.load_tasks++;
+  return Submit(std::move(*groups), &StoreCore::LoadBlock);
+}
+
+Result<TaskId> StoreCore::Dump(std::vector<ShardIo> shards) {
+  auto groups = Validate(std::move(shards));
+  if (!groups.ok()) return groups.status();
+  stats_.dump_tasks++;
+  return Submit(std::move(*groups), &StoreCore::DumpBlock);
+}
+
+TaskId StoreCore::Submit(std::vector<std::vector<ShardIo>> groups, BlockOp op) {
+  auto [task, token] = tasks_.Create(groups.size());
   auto groups_ptr = std::make_shared<std::vector<std::vector<ShardIo>>>(std::move(groups));
   // Jobs of at least kJobBytes (several small shards each), so per-job
   // overhead stays small next to the copying, and at least one per thread.
@@ -100,196 +121,123 @@ TaskId StoreCore::Submit(std::vector<std::vector<ShardIo>> groups, bool load) {
   const size_t n = groups_ptr->size();
   if (n == 0) return task;  // created done
   const uint64_t per_group =
-      std::max<uint64_t>(1, (*groups_ptr)[0].size() * geo.layout.shard_bytes);
+      std::max<uint64_t>(1, (*groups_ptr)[0].size() * geo_.layout.shard_bytes);
   const size_t by_bytes = std::max<uint64_t>(1, kJobBytes / per_group);
-  const size_t by_threads = std::max<size_t>(1, (n + config.io_threads - 1) / config.io_threads);
+  const size_t by_threads = std::max<size_t>(1, (n + config_.io_threads - 1) / config_.io_threads);
   const size_t batch = std::min(by_bytes, by_threads);
   // Every job of the task counts from now: a fill must not slip in between
   // the first job finishing and the next being queued.
-  fg_jobs_ += static_cast<int>((n + batch - 1) / batch);
+  fg_gate_.Add(static_cast<int>((n + batch - 1) / batch));
   for (size_t first = 0; first < n; first += batch) {
     const size_t last = std::min(n, first + batch);
     fg_pool_->Submit(
-        [self = shared_from_this(), groups_ptr, task, first, last, load](bool cancelled) {
+        [self = shared_from_this(), groups_ptr, task, token, first, last, op](bool cancelled) {
           std::vector<TaskTable::Failure> failures;
-          for (size_t part = first; part < last; ++part) {
-            const auto& g = (*groups_ptr)[part];
-            Status s = cancelled ? Status::Aborted("store shutting down")
-                                 : (load ? self->LoadBlock(g) : self->DumpBlock(g));
-            if (!s.ok()) failures.push_back({part, g.front().block, s});
+          {
+            // Store::Cancel interrupts this thread while it is in the scope.
+            CancelToken::Scope scope(token.get());
+            for (size_t part = first; part < last; ++part) {
+              const auto& g = (*groups_ptr)[part];
+              Status s = cancelled            ? Status::Aborted("store shutting down")
+                         : token->cancelled() ? Status::Aborted("task cancelled")
+                                              : (self.get()->*op)(g);
+              if (!s.ok()) failures.push_back({part, g.front().block, s});
+            }
           }
-          self->tasks.EndParts(task, last - first, std::move(failures));
-          if (--self->fg_jobs_ == 0) {
-            std::lock_guard lk(self->fg_idle_mu_);
-            self->fg_idle_cv_.notify_all();
-          }
+          self->tasks_.EndParts(task, last - first, std::move(failures));
+          self->fg_gate_.Done();
         });
   }
   return task;
 }
 
-void StoreCore::CopyOut(CacheTier::SlotIndex slot, const std::vector<ShardIo>& shards) {
+Status StoreCore::CopyOut(CacheTier::SlotIndex slot, const std::vector<ShardIo>& shards) {
   for (const ShardIo& s : shards) {
-    const uint8_t* src = cache->data(slot) + geo.shard_offset(s.shard);
+    if (CancelToken::Requested()) return Cancelled(s.block);
+    const uint8_t* src = cache_->data(slot) + geo_.shard_offset(s.shard);
     for (const Segment& seg : s.segments) {
       StreamCopy(seg.addr, src, seg.len);
       src += seg.len;
     }
   }
+  return Status::OK();
 }
 
 Status StoreCore::LoadBlock(const std::vector<ShardIo>& shards) {
   const BlockId& id = shards.front().block;
   const uint64_t t0 = NowNs();
   CacheTier::SlotIndex slot;
-  if (cache && cache->PinReady(id, &slot)) {
-    CopyOut(slot, shards);
-    cache->Unpin(slot);
-    stats.cache.load_blocks++;
-    stats.cache.load_bytes += shards.size() * geo.layout.shard_bytes;
-    stats.cache.load_ns += NowNs() - t0;
+  if (cache_ && cache_->PinReady(id, &slot)) {
+    Status copied = CopyOut(slot, shards);
+    cache_->Unpin(slot);
+    KVTIER_RETURN_IF_ERROR(copied);
+    NoteRecent(id);
+    stats_.cache.load_blocks++;
+    stats_.cache.load_bytes += shards.size() * geo_.layout.shard_bytes;
+    stats_.cache.load_ns += NowNs() - t0;
     return Status::OK();
   }
-  if (!posix) return Status::NotFound("block " + id.ToHex() + ": not in the store");
+  if (!posix_) return Status::NotFound("block " + id.ToHex() + ": not in the store");
   // Straight from the file into the caller's memory (one copy, verified).
   std::vector<uint64_t> sums(shards.size());
   for (size_t i = 0; i < shards.size(); ++i) {
-    KVTIER_RETURN_IF_ERROR(posix->ReadShard(id, shards[i].shard, ToIovecs(shards[i]), &sums[i]));
+    if (CancelToken::Requested()) return Cancelled(id);
+    KVTIER_RETURN_IF_ERROR(posix_->ReadShard(id, shards[i].shard, ToIovecs(shards[i]), &sums[i]));
   }
-  if (cache && config.cache_promote_on_load) {
-    std::vector<uint32_t> indices;
-    indices.reserve(shards.size());
-    for (const ShardIo& s : shards) indices.push_back(s.shard);
-    if (fill_pool_) {
-      QueuePromotion(id, std::move(indices));
-    } else {
-      PromoteInline(shards, indices, sums);
-    }
-  }
+  // An inline promotion copies from the caller's memory: not once cancelled.
+  if (CancelToken::Requested()) return Cancelled(id);
+  if (promoter_) promoter_->AfterColdLoad(shards, sums, shared_from_this());
   return Status::OK();
-}
-
-Status StoreCore::FillClean(const BlockId& id, const std::vector<uint32_t>& shards,
-                            const ShardFiller& fill, uint64_t* filled_bytes) {
-  // The block is already in the Posix tier: a slot completed this way needs
-  // no write-back. It becomes ready once every shard has been loaded (or
-  // dumped). Never waits for a slot: promotion is best effort.
-  *filled_bytes = 0;
-  CacheTier::SlotIndex slot;
-  auto state =
-      cache->BeginFill(id, std::chrono::milliseconds(0), CacheTier::FillFor::kPromotion, &slot);
-  if (!state.ok()) return state.status();
-  if (*state == CacheTier::FillState::kAlreadyPresent) return Status::OK();
-  cache->Commit(slot);
-  Status result;
-  for (size_t i = 0; i < shards.size(); ++i) {
-    if (!cache->ClaimShard(slot, shards[i])) continue;  // already there (or arriving)
-    uint64_t sum = 0;
-    result = fill(i, cache->data(slot) + geo.shard_offset(shards[i]), &sum);
-    if (!result.ok()) {
-      cache->AbandonShard(slot, shards[i]);  // left for a later load or dump
-      break;
-    }
-    *filled_bytes += geo.layout.shard_bytes;
-    cache->FinishShard(slot, shards[i], sum, /*dirty=*/false);
-  }
-  cache->Unpin(slot);
-  return result;
-}
-
-void StoreCore::PromoteInline(const std::vector<ShardIo>& shards,
-                              const std::vector<uint32_t>& indices,
-                              const std::vector<uint64_t>& sums) {
-  // The shards just landed in the caller's memory and are still in cache:
-  // streaming them on into a DRAM slot costs one write to memory, not another
-  // read of the device.
-  uint64_t unused;
-  (void)FillClean(
-      shards.front().block, indices,
-      [&](size_t i, uint8_t* dst, uint64_t* sum) {
-        for (const Segment& seg : shards[i].segments) {
-          StreamCopy(dst, seg.addr, seg.len);
-          dst += seg.len;
-        }
-        *sum = sums[i];
-        return Status::OK();
-      },
-      &unused);
-}
-
-void StoreCore::QueuePromotion(const BlockId& id, std::vector<uint32_t> indices) {
-  if (stats.promotions_pending.fetch_add(1) >= kMaxQueuedFills) {
-    stats.promotions_pending--;
-    stats.promotions_dropped++;
-    return;
-  }
-  fill_pool_->Submit([self = shared_from_this(), id, indices = std::move(indices)](bool cancelled) {
-    // Fills yield to foreground work as well as to other processes: while
-    // loads or dumps are queued or running, a fill would take memory
-    // bandwidth from them (the rest of a layerwise load, say), so it waits.
-    if (!cancelled) {
-      std::unique_lock lk(self->fg_idle_mu_);
-      self->fg_idle_cv_.wait(lk, [&] { return self->fg_jobs_.load() == 0 || self->stopping_; });
-    }
-    if (!cancelled && !self->stopping_) self->PromoteFromPosix(id, indices);
-    self->stats.promotions_pending--;
-  });
-}
-
-void StoreCore::PromoteFromPosix(const BlockId& id, const std::vector<uint32_t>& shards) {
-  // A failed read just leaves the shard for a later load or dump to fill (the
-  // read itself removed a corrupt file). The re-read is verified like any other.
-  uint64_t filled = 0;
-  Status s = FillClean(
-      id, shards,
-      [&](size_t i, uint8_t* dst, uint64_t* sum) {
-        iovec into{dst, geo.layout.shard_bytes};
-        return posix->ReadShard(id, shards[i], {&into, 1}, sum, PosixTier::ReadFor::kPromotion);
-      },
-      &filled);
-  stats.promoted_bytes += filled;
-  if (!s.ok()) stats.promotions_dropped++;
 }
 
 Status StoreCore::DumpBlock(const std::vector<ShardIo>& shards) {
   const BlockId& id = shards.front().block;
-  if (!cache) {
+  if (!cache_) {
     for (const ShardIo& s : shards) {
-      KVTIER_RETURN_IF_ERROR(posix->WriteShard(id, s.shard, ToIovecs(s)));
+      if (CancelToken::Requested()) return Cancelled(id);
+      KVTIER_RETURN_IF_ERROR(posix_->WriteShard(id, s.shard, ToIovecs(s)));
     }
     return Status::OK();
   }
   const uint64_t t0 = NowNs();
   CacheTier::SlotIndex slot;
-  auto state = cache->BeginFill(id, kFillWait, CacheTier::FillFor::kDump, &slot);
+  auto state = cache_->BeginFill(id, kFillWait, CacheTier::FillFor::kDump, &slot);
   if (!state.ok()) return state.status();
-  if (*state == CacheTier::FillState::kAlreadyPresent) return Status::OK();
-  cache->Commit(slot);
-  bool completed = false;
-  uint64_t copied = 0;
-  for (const ShardIo& s : shards) {
-    if (!cache->ClaimShard(slot, s.shard)) continue;  // already there (or arriving)
-    copied += geo.layout.shard_bytes;
-    // Checksum the DRAM copy as it is made: what is verified later is exactly what was stored.
-    const uint64_t sum =
-        CopyAndChecksum(ToIovecs(s), cache->data(slot) + geo.shard_offset(s.shard));
-    completed |= cache->FinishShard(slot, s.shard, sum, /*dirty=*/posix != nullptr);
-  }
-  stats.cache.dump_bytes += copied;
-  stats.cache.dump_ns += NowNs() - t0;
-  if (!completed) {
-    cache->Unpin(slot);
+  if (*state == CacheTier::FillState::kAlreadyPresent) {
+    NoteRecent(id);  // dumped again: as recently used as a hit
     return Status::OK();
   }
-  stats.cache.dump_blocks++;
-  if (!posix) {
-    cache->Unpin(slot);
+  cache_->Commit(slot);
+  bool completed = false;
+  bool stopped = false;  // cancelled: the rest of the block is left partial
+  uint64_t copied = 0;
+  for (const ShardIo& s : shards) {
+    if (CancelToken::Requested()) {
+      stopped = true;
+      break;
+    }
+    if (!cache_->ClaimShard(slot, s.shard)) continue;  // already there (or arriving)
+    copied += geo_.layout.shard_bytes;
+    // Checksum the DRAM copy as it is made: what is verified later is exactly what was stored.
+    const uint64_t sum =
+        CopyAndChecksum(ToIovecs(s), cache_->data(slot) + geo_.shard_offset(s.shard));
+    completed |= cache_->FinishShard(slot, s.shard, sum, /*dirty=*/posix_ != nullptr);
+  }
+  stats_.cache.dump_bytes += copied;
+  stats_.cache.dump_ns += NowNs() - t0;
+  if (!completed) {
+    cache_->Unpin(slot);
+    return stopped ? Cancelled(id) : Status::OK();
+  }
+  stats_.cache.dump_blocks++;
+  if (!posix_) {
+    cache_->Unpin(slot);
     return Status::OK();
   }
   {
     std::lock_guard lk(wb_mu_);
     ++wb_pending_;
-    stats.writeback_pending++;
+    stats_.writeback_pending++;
   }
   // The fill's pin passes to the write-back job.
   auto self = shared_from_this();
@@ -299,21 +247,44 @@ Status StoreCore::DumpBlock(const std::vector<ShardIo>& shards) {
 
 void StoreCore::WriteBack(CacheTier::SlotIndex slot, const BlockId& id, bool cancelled) {
   Status s = cancelled ? Status::Aborted("store shut down before write-back of block " + id.ToHex())
-                       : posix->WriteBlock(id, cache->checksums(slot), cache->data(slot));
-  cache->EndWriteback(slot, s.ok());
+                       : posix_->WriteBlock(id, cache_->checksums(slot), cache_->data(slot));
+  cache_->EndWriteback(slot, s.ok());
   if (!s.ok()) {
-    stats.writeback_errors++;
+    stats_.writeback_errors++;
     spdlog::error("kvtier: write-back of block {} failed: {}", id.ToHex(), s.ToString());
   }
   std::lock_guard lk(wb_mu_);
   if (!s.ok() && wb_error_.ok()) wb_error_ = s;
   --wb_pending_;
-  stats.writeback_pending--;
+  stats_.writeback_pending--;
   wb_cv_.notify_all();
 }
 
+void StoreCore::NoteRecent(const BlockId& id) {
+  if (!posix_ || !recency_.Note(id)) return;
+  {
+    std::lock_guard lk(wb_mu_);
+    ++wb_pending_;
+  }
+  wb_pool_->Submit([self = shared_from_this()](bool cancelled) { self->TouchRecent(cancelled); });
+}
+
+void StoreCore::TouchRecent(bool cancelled) {
+  // A block evicted from disk meanwhile has no file to touch: that is fine.
+  for (const BlockId& id : recency_.Take()) {
+    if (!cancelled) (void)env_->Touch(posix_->PathOf(id));
+  }
+  std::lock_guard lk(wb_mu_);
+  --wb_pending_;
+  wb_cv_.notify_all();
+}
+
+void StoreCore::DropCache() {
+  if (cache_) cache_->DropClean();
+}
+
 bool StoreCore::Contains(const BlockId& id) {
-  return (cache && cache->Contains(id)) || (posix && posix->Exists(id));
+  return (cache_ && cache_->Contains(id)) || (posix_ && posix_->Exists(id));
 }
 
 Status StoreCore::Flush(std::chrono::milliseconds timeout) {
@@ -327,11 +298,7 @@ Status StoreCore::Flush(std::chrono::milliseconds timeout) {
 }
 
 void StoreCore::Shutdown() {
-  {
-    std::lock_guard lk(fg_idle_mu_);
-    stopping_ = true;  // queued and waiting fills give up
-  }
-  fg_idle_cv_.notify_all();
+  fg_gate_.Stop();  // queued and waiting fills give up
   {
     std::unique_lock lk(wb_mu_);
     uint64_t last = wb_pending_;
@@ -346,7 +313,7 @@ void StoreCore::Shutdown() {
   }
   if (fg_pool_) fg_pool_->Shutdown(kPoolGrace);
   if (wb_pool_) wb_pool_->Shutdown(kPoolGrace);
-  if (fill_pool_) fill_pool_->Shutdown(kPoolGrace);  // queued fills are just dropped
+  if (promoter_) promoter_->Shutdown(kPoolGrace);
 }
 
 }  // namespace kvtier

@@ -6,13 +6,14 @@
 
 namespace kvtier {
 
-TaskId TaskTable::Create(size_t parts) {
+TaskTable::Created TaskTable::Create(size_t parts) {
   std::lock_guard lk(mu_);
   const TaskId id = next_id_++;
   Task& t = tasks_[id];
   t.remaining = parts;
   t.start_ns = NowNs();
-  return id;
+  t.token = std::make_shared<CancelToken>();
+  return {id, t.token};
 }
 
 void TaskTable::EndParts(TaskId task, size_t parts, std::vector<Failure> failures) {
@@ -62,6 +63,24 @@ Status TaskTable::Wait(TaskId task, std::chrono::milliseconds timeout, TaskResul
     return Status::TimedOut(fmt::format("task {}: not done after {} ms", task, timeout.count()));
   }
   Take(it, result);
+  return Status::OK();
+}
+
+Status TaskTable::Cancel(TaskId task) {
+  std::shared_ptr<CancelToken> token;
+  {
+    std::lock_guard lk(mu_);
+    auto it = tasks_.find(task);
+    if (it == tasks_.end()) {
+      return Status::NotFound(fmt::format("task {}: unknown or already taken", task));
+    }
+    token = it->second.token;
+  }
+  // Not under mu_: the jobs it waits for end their parts through EndParts.
+  token->Cancel();
+  std::lock_guard lk(mu_);
+  if (tasks_.erase(task) > 0) stats_->cancelled_tasks++;
+  done_cv_.notify_all();  // a Wait on the task now answers NotFound
   return Status::OK();
 }
 

@@ -1,16 +1,20 @@
 // TaskTable: the asynchronous Load/Dump tasks of one store.
 //
 // A task is split into parts (one per block); parts end in batches, each
-// reporting which of its blocks failed. The task is done when every part has ended. Wait and
-// Check hand the result out exactly once, then forget the task.
+// reporting which of its blocks failed. The task is done when every part has
+// ended. Wait and Check hand the result out exactly once, then forget the
+// task. Each task has a CancelToken its jobs run under; Cancel stops them
+// (see CancelToken) and forgets the task, so later calls answer NotFound.
 #pragma once
 
 #include <chrono>
 #include <condition_variable>
+#include <memory>
 #include <mutex>
 #include <unordered_map>
 #include <vector>
 
+#include "common/cancel_token.h"
 #include "kvtier/store.h"
 #include "store/stats_counters.h"
 
@@ -20,7 +24,11 @@ class TaskTable {
  public:
   explicit TaskTable(StatsCounters* stats) : stats_(stats) {}
 
-  TaskId Create(size_t parts);
+  struct Created {
+    TaskId id;
+    std::shared_ptr<CancelToken> token;  // the task's jobs run under it
+  };
+  Created Create(size_t parts);
   struct Failure {
     size_t part;
     BlockId block;
@@ -32,6 +40,10 @@ class TaskTable {
 
   Status Wait(TaskId task, std::chrono::milliseconds timeout, TaskResult* result);
   Status Check(TaskId task, bool* done, TaskResult* result);
+  // Returns once no job of the task touches its memory any more (blocking
+  // while one is in a system call no signal interrupts); NotFound if the
+  // task is unknown or its result was already taken.
+  Status Cancel(TaskId task);
 
  private:
   struct Task {
@@ -39,6 +51,7 @@ class TaskTable {
     std::vector<Failure> failed;
     Status first_error;
     uint64_t start_ns = 0;
+    std::shared_ptr<CancelToken> token;
   };
   // Requires mu_ held and the task done.
   void Take(std::unordered_map<TaskId, Task>::iterator it, TaskResult* result);

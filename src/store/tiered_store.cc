@@ -44,33 +44,29 @@ size_t TieredStore::LookupPrefix(std::span<const BlockId> ids) {
 }
 
 Result<TaskId> TieredStore::Load(std::vector<ShardIo> shards) {
-  auto groups = core_->Validate(std::move(shards));
-  if (!groups.ok()) return groups.status();
-  return core_->Submit(std::move(*groups), /*load=*/true);
+  return core_->Load(std::move(shards));
 }
 
 Result<TaskId> TieredStore::Dump(std::vector<ShardIo> shards) {
-  auto groups = core_->Validate(std::move(shards));
-  if (!groups.ok()) return groups.status();
-  return core_->Submit(std::move(*groups), /*load=*/false);
+  return core_->Dump(std::move(shards));
 }
 
 Status TieredStore::Wait(TaskId task, std::chrono::milliseconds timeout, TaskResult* result) {
-  return core_->tasks.Wait(task, timeout, result);
+  return core_->Wait(task, timeout, result);
 }
 
 Status TieredStore::Check(TaskId task, bool* done, TaskResult* result) {
-  return core_->tasks.Check(task, done, result);
+  return core_->Check(task, done, result);
 }
+
+Status TieredStore::Cancel(TaskId task) { return core_->Cancel(task); }
 
 Status TieredStore::Flush(std::chrono::milliseconds timeout) { return core_->Flush(timeout); }
 
-void TieredStore::DropCache() {
-  if (core_->cache) core_->cache->DropClean();
-}
+void TieredStore::DropCache() { core_->DropCache(); }
 
-StoreStats TieredStore::Stats() const { return core_->stats.Snapshot(); }
+StoreStats TieredStore::Stats() const { return core_->Stats(); }
 
-const BlockLayout& TieredStore::layout() const { return core_->geo.layout; }
+const BlockLayout& TieredStore::layout() const { return core_->layout(); }
 
 }  // namespace kvtier

@@ -2,12 +2,13 @@
 //
 // Lookups fall through the tiers in order. Loads are served by the first
 // tier holding the block; a block read from the Posix tier is promoted into
-// the DRAM tier when one is configured (see StoreCore). Dumps land in the
+// the DRAM tier when one is configured (see Promoter). Dumps land in the
 // first tier; with Cache|Posix a block whose last shard arrives is written
 // back to the Posix tier in the background. Work runs on small thread pools:
 // foreground (load/dump copies), write-back (so a slow disk never stalls
 // copies out of the engine's memory until the DRAM tier is full) and one
-// idle-priority thread filling DRAM after cold loads.
+// idle-priority thread filling DRAM after cold loads. The state and the work
+// are StoreCore's; this class only forwards the Store calls to it.
 #pragma once
 
 #include <memory>
@@ -29,6 +30,7 @@ class TieredStore final : public Store {
   Result<TaskId> Dump(std::vector<ShardIo> shards) override;
   Status Wait(TaskId task, std::chrono::milliseconds timeout, TaskResult* result) override;
   Status Check(TaskId task, bool* done, TaskResult* result) override;
+  Status Cancel(TaskId task) override;
   Status Flush(std::chrono::milliseconds timeout) override;
   void DropCache() override;
   StoreStats Stats() const override;

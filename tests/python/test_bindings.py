@@ -72,3 +72,86 @@ def test_store_dump_load_by_address(tmp_path):
     # Another process's view: a lookup-only store sees the Posix tier.
     with kvtier.Store(cfg) as lookup_only:
         assert lookup_only.lookup_prefix(ids) == 2
+
+
+def test_cancel_forgets_the_task(tmp_path):
+    cfg = kvtier.parse_config(SEED_YAML.format(root=tmp_path))
+    ids = kvtier.BlockHasher("ns").hash_prefix(list(range(32)), 16)
+    src = (ctypes.c_char * 128)(*range(128))
+    dst = (ctypes.c_char * 128)()
+    with kvtier.Store(cfg, kvtier.BlockLayout(1, 128)) as store:
+        assert store.wait(store.dump([(ids[0], 0, [(ctypes.addressof(src), 128)])]), 10).ok
+        task = store.load([(ids[0], 0, [(ctypes.addressof(dst), 128)])])
+        assert store.cancel(task) is None
+        # Once cancel returned the task is gone, whether or not it had finished.
+        with pytest.raises(kvtier.KvtierError, match="NotFound"):
+            store.wait(task, 1)
+        with pytest.raises(kvtier.KvtierError, match="NotFound"):
+            store.cancel(task)
+        assert store.stats()["cancelled_tasks"] == 1
+
+
+# Lookups and waits in other threads (the GIL released) while the main
+# thread closes the store. In a subprocess: destroying the store under a
+# running call crashes the interpreter rather than failing an assertion.
+CLOSE_RACE = """
+import ctypes, sys, threading
+import kvtier
+cfg = kvtier.StoreConfig()
+cfg.pipeline = ["Posix"]
+cfg.storage_backends = [sys.argv[1]]
+ids = kvtier.BlockHasher("ns").hash_prefix(list(range(2000 * 4)), 4)
+buf = (ctypes.c_char * 64)(*range(64))
+errors = []
+for _ in range(15):
+    store = kvtier.Store(cfg, kvtier.BlockLayout(1, 64))
+    assert store.wait(store.dump([(ids[0], 0, [(ctypes.addressof(buf), 64)])]), 10).ok
+    expected = [True] + [False] * (len(ids) - 1)
+    running = threading.Semaphore(0)
+
+    def worker():
+        try:
+            first = True
+            while True:
+                if store.lookup(ids) != expected:
+                    errors.append("wrong lookup answer")
+                store.wait(store.dump([(ids[0], 0, [(ctypes.addressof(buf), 64)])]), 10)
+                if first:  # from now on this thread is mostly inside a call
+                    running.release()
+                    first = False
+        except ValueError as e:
+            if "closed" not in str(e):
+                errors.append(repr(e))
+        except Exception as e:  # anything else is a bug
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        running.acquire()
+    store.close()
+    for t in threads:
+        t.join()
+    with_closed = False
+    try:
+        store.lookup(ids)
+    except ValueError as e:
+        with_closed = "closed" in str(e)
+    if not with_closed:
+        errors.append("a call after close did not raise ValueError('store is closed')")
+print("errors:", errors)
+sys.exit(1 if errors else 0)
+"""
+
+
+def test_close_waits_for_calls_in_other_threads(tmp_path):
+    import os
+    import subprocess
+    import sys
+    # The child imports the kvtier this interpreter imported.
+    args = [sys.executable] + (["-S"] if sys.flags.no_site else [])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    r = subprocess.run(args + ["-c", CLOSE_RACE, str(tmp_path)], capture_output=True, text=True,
+                       timeout=300, env=env)
+    assert r.returncode == 0, (r.returncode, r.stdout[-2000:], r.stderr[-2000:])

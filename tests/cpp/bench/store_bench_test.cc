@@ -1,6 +1,8 @@
 // kvtier-bench store, run as a user runs it on a small geometry: its JSON
 // report, the alternating rounds, byte verification and cleanup.
 #include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <filesystem>
@@ -85,6 +87,32 @@ TEST_F(StoreBench, KeepLeavesOnlyTheLastRoundsBlocks) {
   ASSERT_EQ(r.code, 0) << r.out;
   EXPECT_NE(r.out.find("verified 20 block loads, 0 corrupt"), std::string::npos) << r.out;
   EXPECT_EQ(FilesLeft(), 5u);
+}
+
+// A killed run leaves its scratch files (the 1.5x-data priming file, raw
+// baseline files); the next run removes those of dead processes, wherever
+// older versions put them, and keeps a live run's.
+TEST_F(StoreBench, ScratchFilesOfKilledRunsAreRemovedAtStartUp) {
+  const pid_t child = ::fork();
+  if (child == 0) ::_exit(0);
+  ASSERT_GT(child, 0);
+  ASSERT_EQ(::waitpid(child, nullptr, 0), child);  // its pid now names no process
+  const std::string dead = std::to_string(child), live = std::to_string(::getpid());
+  const auto scratch = dir_ / "store" / ".kvtier-bench";
+  std::filesystem::create_directories(scratch);
+  const std::vector<std::filesystem::path> leftovers = {
+      scratch / ("prime-" + dead + ".bin"), scratch / ("raw-baseline-" + dead + "-0.bin"),
+      dir_ / "store" / ("prime-" + dead + ".bin")};  // where the priming file used to go
+  for (const auto& p : leftovers) std::ofstream(p) << "x";
+  const auto in_use = scratch / ("prime-" + live + ".bin");
+  std::ofstream(in_use) << "x";
+  kvtier::testing::CommandResult r =
+      Bench("--config " + config_ + " --blocks 2 --block-mb 0.25 --rounds 1");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("removed 3 files left by killed runs"), std::string::npos) << r.out;
+  for (const auto& p : leftovers) EXPECT_FALSE(std::filesystem::exists(p)) << p;
+  EXPECT_TRUE(std::filesystem::exists(in_use));
+  EXPECT_EQ(FilesLeft(), 1u);  // only the live run's file
 }
 
 TEST_F(StoreBench, BadArgumentsAreRejected) {

@@ -6,12 +6,18 @@
 // block (to simulate a hung filesystem) and run on store threads.
 #pragma once
 
+#include <fcntl.h>
+#include <poll.h>
+#include <unistd.h>
+
 #include <cerrno>
+#include <condition_variable>
 #include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
 
+#include "common/cancel_token.h"
 #include "kvtier/env.h"
 
 namespace kvtier::testing {
@@ -75,6 +81,64 @@ class FaultEnv : public Env {
   Env* base_;
   std::mutex mu_;
   std::shared_ptr<Hook> hook_;
+};
+
+// A hang that behaves like a blocking system call on a hung filesystem, for
+// use in a hook: Block() waits in poll(2) until Release() (the filesystem
+// comes back; the operation then goes on and moves its bytes). A signal
+// interrupts the poll like a real read; like PosixFile's loop, Block() then
+// gives up (Aborted) only if the thread's work was cancelled, and otherwise
+// waits on.
+class SyscallHang {
+ public:
+  SyscallHang() {
+    if (::pipe2(fds_, O_CLOEXEC) != 0) fds_[0] = fds_[1] = -1;
+  }
+  ~SyscallHang() {
+    ::close(fds_[0]);
+    ::close(fds_[1]);
+  }
+  SyscallHang(const SyscallHang&) = delete;
+  SyscallHang& operator=(const SyscallHang&) = delete;
+
+  Status Block() {
+    {
+      std::lock_guard lk(mu_);
+      ++entered_;
+    }
+    cv_.notify_all();
+    for (;;) {
+      pollfd p{fds_[0], POLLIN, 0};
+      const int r = ::poll(&p, 1, -1);
+      if (r > 0) return Status::OK();  // released: the pipe stays readable
+      if (r < 0 && errno == EINTR) {
+        if (!CancelToken::Requested()) continue;
+        {
+          std::lock_guard lk(mu_);
+          ++interrupted_;
+        }
+        return Status::FromErrno(EINTR, "hung filesystem");
+      }
+      return Status::FromErrno(errno, "poll");
+    }
+  }
+  void Release() { (void)!::write(fds_[1], "x", 1); }
+  // Waits until `n` calls have entered Block().
+  void AwaitEntered(int n) {
+    std::unique_lock lk(mu_);
+    cv_.wait(lk, [&] { return entered_ >= n; });
+  }
+  int interrupted() {
+    std::lock_guard lk(mu_);
+    return interrupted_;
+  }
+
+ private:
+  int fds_[2];
+  std::mutex mu_;
+  std::condition_variable cv_;
+  int entered_ = 0;
+  int interrupted_ = 0;
 };
 
 // Forwards to a real file after consulting the env's hook.
