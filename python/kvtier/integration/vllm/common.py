@@ -1,0 +1,168 @@
+"""What both halves of the connector share: settings, metadata and block ids.
+
+Contract:
+  * ``KvTierSettings`` is derived once from the vLLM config and is identical on
+    the scheduler and on every worker except for the rank fields, so both
+    halves agree on the namespace and on which slices exist.
+  * ``KvTierIds`` turns a request into namespace-level block ids (the same on
+    every rank); ``rank_ids`` derives one slice's ids from them. The scheduler
+    ships namespace-level ids, each worker derives its own slice.
+  * ``UCMConnectorMetadata`` is one step's work for the workers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from vllm.distributed.kv_transfer.kv_connector.v1.base import (
+    KVConnectorMetadata,
+    KVConnectorRole,
+)
+
+import kvtier
+
+if TYPE_CHECKING:
+    from vllm.config import VllmConfig
+    from vllm.v1.kv_cache_interface import KVCacheConfig
+    from vllm.v1.request import Request
+
+# Bump when the meaning of stored bytes for the same namespace changes.
+FORMAT = "kvtier-vllm-1"
+# Generous bound on one load/save task: a hung filesystem must not hang vLLM forever.
+TASK_TIMEOUT_S = 120.0
+
+
+def load_store_config(extra: dict[str, Any]) -> kvtier.StoreConfig:
+    """kv_connector_extra_config -> StoreConfig.
+
+    ``{"UCM_CONFIG_FILE": path}`` reads the seed's YAML file; otherwise the
+    dict itself holds the same settings inline (``ucm_connectors``,
+    ``enable_event_sync``, ``use_layerwise``). Keys starting with ``kvtier_``
+    are connector options (``kvtier_model_id``), not store settings.
+    """
+    settings = {k: v for k, v in extra.items() if not k.startswith("kvtier_")}
+    path = settings.pop("UCM_CONFIG_FILE", None)
+    if path is not None:
+        if settings:
+            raise ValueError(
+                f"kvtier: kv_connector_extra_config has UCM_CONFIG_FILE and inline settings "
+                f"{sorted(settings)}; give one or the other")
+        return kvtier.load_config(str(path))
+    if not settings:
+        raise ValueError("kvtier: kv_connector_extra_config needs UCM_CONFIG_FILE or inline "
+                         "UCM settings (ucm_connectors: [...])")
+    return kvtier.config_from_dict(settings, "kv_connector_extra_config")
+
+
+def rank_info(vllm_config: "VllmConfig", role: KVConnectorRole) -> tuple[int, int, int, int]:
+    """(tp_size, tp_rank, pp_size, pp_rank) of this process (rank 0 on the scheduler)."""
+    pc = vllm_config.parallel_config
+    tp_size, pp_size = pc.tensor_parallel_size, pc.pipeline_parallel_size
+    from vllm.distributed.parallel_state import get_pp_group, get_tp_group, model_parallel_is_initialized
+    if role == KVConnectorRole.SCHEDULER or (
+            tp_size == pp_size == 1 and not model_parallel_is_initialized()):
+        return tp_size, 0, pp_size, 0  # (a single worker outside an engine: tests, tools)
+    return tp_size, get_tp_group().rank_in_group, pp_size, get_pp_group().rank_in_group
+
+
+class KvTierSettings:
+    """The connector's settings for one process, from the vLLM config."""
+
+    def __init__(self, vllm_config: "VllmConfig", role: KVConnectorRole,
+                 kv_cache_config: "KVCacheConfig"):
+        ktc = vllm_config.kv_transfer_config
+        extra = dict(ktc.kv_connector_extra_config or {})
+        self.store_config = load_store_config(extra)
+        self.block_size = vllm_config.cache_config.block_size
+        self.kv_role = ktc.kv_role
+        self.do_load = ktc.is_kv_consumer
+        self.do_save = ktc.is_kv_producer
+        self.load_failure_policy = ktc.kv_load_failure_policy
+        self.layerwise = self.store_config.use_layerwise
+        self.event_sync = self.store_config.enable_event_sync
+
+        groups = kv_cache_config.kv_cache_groups
+        if len(groups) != 1:
+            raise ValueError(f"kvtier: {len(groups)} KV cache groups; only models with one "
+                             "full-attention KV cache group are supported")
+        spec = groups[0].kv_cache_spec
+        self.layer_names = list(groups[0].layer_names)
+        self.is_mla = type(spec).__name__ == "MLAAttentionSpec"
+        self.tp_size, self.tp_rank, self.pp_size, self.pp_rank = rank_info(vllm_config, role)
+        # MLA's latent KV is identical on every TP rank: rank 0 stores it, all load it.
+        self.saves_on_this_rank = self.do_save and (not self.is_mla or self.tp_rank == 0)
+        self.namespace_base = "|".join([
+            FORMAT,
+            f"model={extra.get('kvtier_model_id') or vllm_config.model_config.model}",
+            f"dtype={spec.dtype}",
+            f"block={self.block_size}",
+            f"heads={getattr(spec, 'num_kv_heads', '?')}x{getattr(spec, 'head_size', '?')}",
+            f"layers={len(self.layer_names)}",
+            f"layout={getattr(vllm_config.cache_config, 'kv_cache_layout', None)}",
+            f"mla={int(self.is_mla)}",
+            f"shards={'layer' if self.layerwise else 'block'}",
+        ])
+
+    def slice_of(self, tp_rank: int, pp_rank: int) -> list[int]:
+        """The slice key of a rank's part of a block (MLA: one slice per PP rank)."""
+        tp = [1, 0] if self.is_mla else [self.tp_size, tp_rank]
+        return tp + [self.pp_size, pp_rank]
+
+    @property
+    def slice(self) -> list[int]:
+        """This process's slice key."""
+        return self.slice_of(self.tp_rank, self.pp_rank)
+
+
+class KvTierIds:
+    """Block ids of requests: chained hashes of their full prompt blocks in
+    the request's namespace (the engine's plus cache salt and LoRA)."""
+
+    def __init__(self, settings: KvTierSettings):
+        self._base = settings.namespace_base
+        self._block_size = settings.block_size
+        self._hashers: dict[tuple[str | None, str | None], kvtier.BlockHasher] = {}
+
+    def hasher(self, request: "Request") -> kvtier.BlockHasher:
+        lora = getattr(request, "lora_request", None)
+        key = (getattr(request, "cache_salt", None),
+               f"{lora.lora_name}#{lora.lora_int_id}" if lora is not None else None)
+        h = self._hashers.get(key)
+        if h is None:
+            h = kvtier.BlockHasher(f"{self._base}|salt={key[0]}|lora={key[1]}")
+            self._hashers[key] = h
+        return h
+
+    def request_ids(self, request: "Request") -> list[bytes]:
+        """Namespace-level ids of the request's full prompt blocks."""
+        return self.hasher(request).hash_prefix(request.prompt_token_ids, self._block_size)
+
+
+def rank_ids(ids: list[bytes], slice_key: list[int]) -> list[bytes]:
+    """Namespace-level ids -> the ids of one slice of those blocks:
+    H(id, [tp_size, tp_rank, pp_size, pp_rank])."""
+    return [kvtier.BlockHasher.hash_block(i, slice_key) for i in ids]
+
+
+@dataclass
+class UCMConnectorMetadata(KVConnectorMetadata):
+    """One step's work for the workers: store ids (namespace level, before the
+    per-rank derivation) and the vLLM block each maps to."""
+
+    load_ids: list[bytes] = field(default_factory=list)
+    load_blocks: list[int] = field(default_factory=list)
+    save_ids: list[bytes] = field(default_factory=list)
+    save_blocks: list[int] = field(default_factory=list)
+
+
+KvTierConnectorMetadata = UCMConnectorMetadata
+
+
+def close_store(store: kvtier.Store, log) -> None:
+    """Publishes what is still being written back, then closes the store."""
+    try:
+        store.flush(10.0)
+    except (TimeoutError, kvtier.KvtierError) as e:
+        log.warning("kvtier: flush at shutdown: %s", e)
+    store.close()

@@ -1,0 +1,155 @@
+"""The scheduler half of the connector (engine core process).
+
+Contract: for each waiting request, ``get_num_new_matched_tokens`` says how
+many tokens past vLLM's own prefix-cache hit the store can serve (whole
+blocks, at least one block left to compute); ``build_connector_meta`` tells the
+workers, every step, which blocks to load (the hits just allocated) and which
+to save (prompt blocks that become full this step, so chunked prefill saves as
+it goes). Per-request state lives from the first lookup to finish or abort.
+The scheduler's store is lookup-only: it sees the Posix tier shared by every
+engine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from vllm.logger import init_logger
+
+import kvtier
+from kvtier.integration.vllm.common import (
+    KvTierIds,
+    KvTierSettings,
+    UCMConnectorMetadata,
+    close_store,
+    rank_ids,
+)
+from kvtier.integration.vllm.metrics import KvTierConnectorStats
+
+if TYPE_CHECKING:
+    from vllm.v1.core.kv_cache_manager import KVCacheBlocks
+    from vllm.v1.core.sched.output import SchedulerOutput
+    from vllm.v1.request import Request
+
+logger = init_logger("vllm.kvtier.connector")
+
+
+@dataclass
+class _ReqState:
+    ids: list[bytes]  # namespace-level ids of the prompt's full blocks
+    prompt_len: int
+    saved: int = 0  # leading blocks known to be in the store (hit or saved)
+    block_table: list[int] = field(default_factory=list)
+    # Set by update_state_after_alloc, consumed by build_connector_meta.
+    pending_load: tuple[int, int] | None = None
+    # From the last get_num_new_matched_tokens call.
+    local_blocks: int = 0
+    store_blocks: int = 0
+
+
+class KvTierConnectorScheduler:
+    """Lookups and per-step load/save plans for one engine's scheduler."""
+
+    def __init__(self, settings: KvTierSettings):
+        self._s = settings
+        self._ids = KvTierIds(settings)
+        self._reqs: dict[str, _ReqState] = {}
+        self.stats = KvTierConnectorStats()
+        # Lookup-only: sees the Posix tier shared by every engine.
+        self.store: kvtier.Store | None = kvtier.Store(settings.store_config,
+                                                       kvtier.BlockLayout(0, 0))
+
+    def get_num_new_matched_tokens(self, request: "Request",
+                                   num_computed_tokens: int) -> tuple[int | None, bool]:
+        tokens = request.prompt_token_ids
+        if tokens is None:  # prompt embeddings: nothing to key on
+            return 0, False
+        st = self._reqs.get(request.request_id)
+        if st is None:
+            st = _ReqState(self._ids.request_ids(request), len(tokens))
+            self._reqs[request.request_id] = st
+        bs = self._s.block_size
+        local = num_computed_tokens // bs
+        # Chained ids: block k present implies its content's whole prefix, so
+        # asking from the first block vLLM does not have is enough.
+        found = self.store.lookup_prefix(rank_ids(st.ids[local:], self._s.slice)) if local < len(
+            st.ids) else 0
+        st.local_blocks, st.store_blocks = local, local + found
+        st.saved = max(st.saved, st.store_blocks)
+        self.stats.data["lookup_blocks"] += len(st.ids) - local
+        if not self._s.do_load:
+            return 0, False
+        # Hits are whole blocks and leave at least one token (a whole block
+        # here, as vLLM's own prefix cache does) to compute for the logits.
+        hit_blocks = min(st.store_blocks, (request.num_tokens - 1) // bs)
+        ext = max(0, hit_blocks * bs - num_computed_tokens)
+        self.stats.data["hit_blocks"] += ext // bs
+        logger.info("kvtier: request %s: %d prompt tokens, %d hit in vLLM's cache, %d to load "
+                    "from kvtier", request.request_id, len(tokens), num_computed_tokens, ext)
+        return ext, False
+
+    def update_state_after_alloc(self, request: "Request", blocks: "KVCacheBlocks",
+                                 num_external_tokens: int) -> None:
+        st = self._reqs.get(request.request_id)
+        if st is None:
+            return
+        st.block_table = list(blocks.get_block_ids()[0])
+        if num_external_tokens > 0:
+            first = st.local_blocks
+            st.pending_load = (first, first + num_external_tokens // self._s.block_size)
+
+    def build_connector_meta(self, scheduler_output: "SchedulerOutput") -> UCMConnectorMetadata:
+        meta = UCMConnectorMetadata()
+        for req_id in scheduler_output.finished_req_ids:
+            self._reqs.pop(req_id, None)
+        for new in scheduler_output.scheduled_new_reqs:
+            st = self._reqs.get(new.req_id)
+            if st is not None:
+                st.block_table = list(new.block_ids[0])
+                self._plan(meta, st, new.num_computed_tokens,
+                           scheduler_output.num_scheduled_tokens[new.req_id])
+        cached = scheduler_output.scheduled_cached_reqs
+        for i, req_id in enumerate(cached.req_ids):
+            st = self._reqs.get(req_id)
+            if st is None:
+                continue
+            new_ids = cached.new_block_ids[i]
+            if req_id in cached.resumed_req_ids:  # after preemption: the full table
+                st.block_table = list(new_ids[0]) if new_ids else []
+            elif new_ids:
+                st.block_table.extend(new_ids[0])
+            self._plan(meta, st, cached.num_computed_tokens[i],
+                       scheduler_output.num_scheduled_tokens.get(req_id, 0))
+        return meta
+
+    def _plan(self, meta: UCMConnectorMetadata, st: _ReqState, num_computed: int,
+              num_scheduled: int) -> None:
+        if st.pending_load is not None:
+            first, end = st.pending_load
+            st.pending_load = None
+            meta.load_ids += st.ids[first:end]
+            meta.load_blocks += st.block_table[first:end]
+        if not self._s.do_save:
+            return
+        # Prompt blocks that are full once this step's tokens are computed.
+        full = min(num_computed + num_scheduled, st.prompt_len) // self._s.block_size
+        full = min(full, len(st.ids), len(st.block_table))
+        if full > st.saved:
+            meta.save_ids += st.ids[st.saved:full]
+            meta.save_blocks += st.block_table[st.saved:full]
+            st.saved = full
+
+    def request_finished(self, request: "Request",
+                         block_ids: list[int]) -> tuple[bool, dict[str, Any] | None]:
+        # Saves finish within their step (wait_for_save), so blocks are free to go.
+        self._reqs.pop(request.request_id, None)
+        return False, None
+
+    def num_tracked_requests(self) -> int:
+        return len(self._reqs)
+
+    def shutdown(self) -> None:
+        if self.store is not None:
+            close_store(self.store, logger)
+            self.store = None
