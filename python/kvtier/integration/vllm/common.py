@@ -146,14 +146,69 @@ def rank_ids(ids: list[bytes], slice_key: list[int]) -> list[bytes]:
 
 
 @dataclass
-class UCMConnectorMetadata(KVConnectorMetadata):
-    """One step's work for the workers: store ids (namespace level, before the
-    per-rank derivation) and the vLLM block each maps to."""
+class KvTierReqMeta:
+    """One request's part of a step: store ids (namespace level, before the
+    per-rank derivation) and the vLLM block each maps to.
+
+    ``depends_on``: vLLM blocks that other requests load in this step and that
+    this request's saved blocks attend over (a block shared through vLLM's
+    prefix cache). The saves are dropped if any of them, or any of the
+    request's own loads, fails: that KV was computed over a block that never
+    arrived.
+    """
 
     load_ids: list[bytes] = field(default_factory=list)
     load_blocks: list[int] = field(default_factory=list)
     save_ids: list[bytes] = field(default_factory=list)
     save_blocks: list[int] = field(default_factory=list)
+    depends_on: list[int] = field(default_factory=list)
+
+    def saves_read_loads(self) -> bool:
+        """Whether the saves were computed over a block loaded in this step."""
+        return bool(self.save_ids) and bool(self.load_ids or self.depends_on)
+
+    def saves_tainted_by(self, failed_blocks: set[int]) -> bool:
+        """Whether a failed load lies under the saved blocks' KV."""
+        return bool(self.save_ids) and any(
+            b in failed_blocks for b in (*self.load_blocks, *self.depends_on))
+
+
+class UCMConnectorMetadata(KVConnectorMetadata):
+    """One step's work for the workers, per request id.
+
+    The flat keyword arguments build a single anonymous request (tools and
+    tests); the flat properties list every request's ids and blocks in order.
+    """
+
+    def __init__(self, load_ids: list[bytes] | None = None, load_blocks: list[int] | None = None,
+                 save_ids: list[bytes] | None = None, save_blocks: list[int] | None = None,
+                 reqs: dict[str, KvTierReqMeta] | None = None):
+        self.reqs: dict[str, KvTierReqMeta] = dict(reqs or {})
+        if load_ids or save_ids:
+            self.reqs[""] = KvTierReqMeta(list(load_ids or []), list(load_blocks or []),
+                                          list(save_ids or []), list(save_blocks or []))
+
+    def req(self, req_id: str) -> KvTierReqMeta:
+        return self.reqs.setdefault(req_id, KvTierReqMeta())
+
+    def _flat(self, name: str) -> list:
+        return [x for r in self.reqs.values() for x in getattr(r, name)]
+
+    @property
+    def load_ids(self) -> list[bytes]:
+        return self._flat("load_ids")
+
+    @property
+    def load_blocks(self) -> list[int]:
+        return self._flat("load_blocks")
+
+    @property
+    def save_ids(self) -> list[bytes]:
+        return self._flat("save_ids")
+
+    @property
+    def save_blocks(self) -> list[int]:
+        return self._flat("save_blocks")
 
 
 KvTierConnectorMetadata = UCMConnectorMetadata

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from vllm.distributed.kv_transfer.kv_connector.v1.metrics import KVConnectorStats
 
 COUNTERS = ("lookup_blocks", "hit_blocks", "load_blocks", "load_bytes", "load_s",
-            "load_errors", "save_blocks", "save_bytes", "save_s")
+            "load_errors", "save_blocks", "save_bytes", "save_s", "save_dropped_blocks")
 
 
 @dataclass
@@ -32,7 +32,8 @@ class KvTierConnectorStats(KVConnectorStats):
         return self
 
     def is_empty(self) -> bool:
-        return not any(self.data[k] for k in ("lookup_blocks", "load_blocks", "save_blocks"))
+        return not any(self.data[k] for k in ("lookup_blocks", "load_blocks", "save_blocks",
+                                                "save_dropped_blocks"))
 
     def reduce(self) -> dict[str, int | float]:
         d = self.data
@@ -47,6 +48,7 @@ class KvTierConnectorStats(KVConnectorStats):
             "kvtier_load_errors": d["load_errors"],
             "kvtier_save_blocks": d["save_blocks"],
             "kvtier_save_GBps": gbps(d["save_bytes"], d["save_s"]),
+            "kvtier_save_dropped_blocks": d["save_dropped_blocks"],
         }
 
     def take(self) -> "KvTierConnectorStats | None":

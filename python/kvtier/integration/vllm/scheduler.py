@@ -46,6 +46,9 @@ class _ReqState:
     # From the last get_num_new_matched_tokens call.
     local_blocks: int = 0
     store_blocks: int = 0
+    # num_computed_tokens the request has after its last planned step; less
+    # means vLLM rolled it back (a failed load is recomputed).
+    planned_end: int = 0
 
 
 class KvTierConnectorScheduler:
@@ -103,42 +106,83 @@ class KvTierConnectorScheduler:
         meta = UCMConnectorMetadata()
         for req_id in scheduler_output.finished_req_ids:
             self._reqs.pop(req_id, None)
+        planned: list[tuple[str, _ReqState, int]] = []
         for new in scheduler_output.scheduled_new_reqs:
             st = self._reqs.get(new.req_id)
             if st is not None:
                 st.block_table = list(new.block_ids[0])
-                self._plan(meta, st, new.num_computed_tokens,
-                           scheduler_output.num_scheduled_tokens[new.req_id])
+                planned.append((new.req_id, st, self._plan(
+                    meta, new.req_id, st, new.num_computed_tokens,
+                    scheduler_output.num_scheduled_tokens[new.req_id])))
         cached = scheduler_output.scheduled_cached_reqs
         for i, req_id in enumerate(cached.req_ids):
             st = self._reqs.get(req_id)
             if st is None:
                 continue
             new_ids = cached.new_block_ids[i]
+            num_computed = cached.num_computed_tokens[i]
             if req_id in cached.resumed_req_ids:  # after preemption: the full table
                 st.block_table = list(new_ids[0]) if new_ids else []
-            elif new_ids:
-                st.block_table.extend(new_ids[0])
-            self._plan(meta, st, cached.num_computed_tokens[i],
-                       scheduler_output.num_scheduled_tokens.get(req_id, 0))
+            else:
+                if new_ids:
+                    st.block_table.extend(new_ids[0])
+                if num_computed < st.planned_end:
+                    self._rolled_back(req_id, st, num_computed)
+            planned.append((req_id, st, self._plan(
+                meta, req_id, st, num_computed,
+                scheduler_output.num_scheduled_tokens.get(req_id, 0))))
+        self._add_dependencies(meta, planned)
         return meta
 
-    def _plan(self, meta: UCMConnectorMetadata, st: _ReqState, num_computed: int,
-              num_scheduled: int) -> None:
+    def _rolled_back(self, req_id: str, st: _ReqState, num_computed: int) -> None:
+        """vLLM recomputes from num_computed (a block failed to load): the
+        blocks from there were not saved (the worker drops saves computed over
+        a failed load), so they are saved again once recomputed."""
+        redo = num_computed // self._s.block_size
+        if redo < st.saved:
+            logger.info("kvtier: request %s: recomputing from block %d; saving blocks %d..%d "
+                        "again once recomputed", req_id, redo, redo, st.saved - 1)
+            st.saved = redo
+
+    def _plan(self, meta: UCMConnectorMetadata, req_id: str, st: _ReqState, num_computed: int,
+              num_scheduled: int) -> int:
+        """Adds the request's loads and saves of this step; returns the index
+        of its first block saved."""
+        st.planned_end = num_computed + num_scheduled
         if st.pending_load is not None:
             first, end = st.pending_load
             st.pending_load = None
-            meta.load_ids += st.ids[first:end]
-            meta.load_blocks += st.block_table[first:end]
+            rm = meta.req(req_id)
+            rm.load_ids += st.ids[first:end]
+            rm.load_blocks += st.block_table[first:end]
+        first_save = st.saved
         if not self._s.do_save:
-            return
+            return first_save
         # Prompt blocks that are full once this step's tokens are computed.
-        full = min(num_computed + num_scheduled, st.prompt_len) // self._s.block_size
+        full = min(st.planned_end, st.prompt_len) // self._s.block_size
         full = min(full, len(st.ids), len(st.block_table))
         if full > st.saved:
-            meta.save_ids += st.ids[st.saved:full]
-            meta.save_blocks += st.block_table[st.saved:full]
+            rm = meta.req(req_id)
+            rm.save_ids += st.ids[st.saved:full]
+            rm.save_blocks += st.block_table[st.saved:full]
             st.saved = full
+        return first_save
+
+    @staticmethod
+    def _add_dependencies(meta: UCMConnectorMetadata,
+                          planned: list[tuple[str, _ReqState, int]]) -> None:
+        """Marks saves that attend over blocks another request loads in this
+        step (shared through vLLM's prefix cache)."""
+        step_loads = set(meta.load_blocks)
+        if not step_loads:
+            return
+        for req_id, st, first_save in planned:
+            rm = meta.reqs.get(req_id)
+            if rm is None or not rm.save_ids:
+                continue
+            own = set(rm.load_blocks)
+            rm.depends_on = [b for b in st.block_table[:first_save]
+                             if b in step_loads and b not in own]
 
     def request_finished(self, request: "Request",
                          block_ids: list[int]) -> tuple[bool, dict[str, Any] | None]:

@@ -13,7 +13,8 @@ its bytes out of the KV cache once ``wait_for_save`` returns.
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections.abc import Sequence
+
 
 import torch
 from vllm.logger import init_logger
@@ -21,6 +22,7 @@ from vllm.logger import init_logger
 import kvtier
 from kvtier.integration.vllm.common import (
     TASK_TIMEOUT_S,
+    KvTierReqMeta,
     KvTierSettings,
     UCMConnectorMetadata,
     close_store,
@@ -53,7 +55,9 @@ class KvTierConnectorWorker:
         self._load_started = 0.0
         self._save_tasks: list[int] = []
         self._save_started = 0.0
-        self._load_errors: set[int] = set()
+        self._load_errors: set[int] = set()  # until reported to vLLM
+        self._step_failed: set[int] = set()  # this step's failed loads, until wait_for_save
+        self._saved_blocks = 0  # blocks dumped this step
 
     def rank_ids(self, ids: list[bytes]) -> list[bytes]:
         """Namespace-level ids -> this rank's slice ids."""
@@ -115,6 +119,7 @@ class KvTierConnectorWorker:
                 logger.warning("kvtier: %d blocks failed to load; vLLM recomputes them",
                                len(bad - self._load_errors))
             self._load_errors |= bad
+            self._step_failed |= bad
         if not self._load_tasks:
             self._finish_load()
 
@@ -140,32 +145,59 @@ class KvTierConnectorWorker:
         return errors
 
     # ---------------------------------------------------------------- saves
+    # A block is published only with every shard computed over loads that
+    # arrived. The store completes a partially dumped block with the shards
+    # still missing and keeps the ones it has, so a shard dumped before a
+    # later layer's load failed could never be corrected by a later save.
+    # Hence saves that read this step's loads wait until every load is known
+    # (wait_for_save); saves that read none go per layer as their KV is written.
+    def _dump(self, reqs: list[KvTierReqMeta], shard: int, bases: Sequence[int],
+              strides: Sequence[int], segs: Sequence[int]) -> None:
+        ids = [i for r in reqs for i in r.save_ids]
+        if not ids:
+            return
+        if not self._save_tasks:
+            self._save_started = time.perf_counter()
+        blocks = [b for r in reqs for b in r.save_blocks]
+        self._save_tasks.append(self.store.dump_blocks(self.rank_ids(ids), blocks, shard, bases,
+                                                       strides, segs))
+        if shard == 0:
+            self._saved_blocks += len(ids)
+
     def save_kv_layer(self, meta: UCMConnectorMetadata, layer_name: str) -> None:
         if not self._s.layerwise or not self._s.saves_on_this_rank or self.store is None:
             return
         i = self._layer_index.get(layer_name)
-        if i is None or not meta.save_ids:
+        if i is None:
             return
-        if not self._save_tasks:
-            self._save_started = time.perf_counter()
         layer = self._layers[i]
         # This layer's KV of the step is written: its shard can go now.
-        self._save_tasks.append(self.store.dump_blocks(
-            self.rank_ids(meta.save_ids), meta.save_blocks, i, layer.bases, layer.strides,
-            layer.seg_bytes))
+        self._dump([r for r in meta.reqs.values() if not r.saves_read_loads()], i,
+                   layer.bases, layer.strides, layer.seg_bytes)
 
     def wait_for_save(self, meta: UCMConnectorMetadata | None) -> None:
         # Loads the forward never waited for (e.g. layers it skipped).
         for key in list(self._load_tasks):
             self._wait_load(key)
-        if meta is None or self.store is None:
+        failed, self._step_failed = self._step_failed, set()
+        if meta is None or self.store is None or not self._s.saves_on_this_rank:
             return
-        if not meta.save_ids or not self._s.saves_on_this_rank:
+        ready = []
+        for r in meta.reqs.values():
+            if r.saves_tainted_by(failed):
+                self.stats.data["save_dropped_blocks"] += len(r.save_ids)
+                logger.warning("kvtier: not saving %d blocks computed over a block that "
+                               "failed to load; they are saved once recomputed",
+                               len(r.save_ids))
+            elif not self._s.layerwise or r.saves_read_loads():
+                ready.append(r)
+        if self._s.layerwise:
+            for i, layer in enumerate(self._layers):
+                self._dump(ready, i, layer.bases, layer.strides, layer.seg_bytes)
+        else:
+            self._dump(ready, 0, *self._all_segments())
+        if not self._save_tasks:
             return
-        if not self._s.layerwise:
-            self._save_started = time.perf_counter()
-            self._save_tasks.append(self.store.dump_blocks(
-                self.rank_ids(meta.save_ids), meta.save_blocks, 0, *self._all_segments()))
         # A dump is done once its bytes are copied out of the KV cache, so the
         # blocks may be reused by vLLM after this returns.
         for task in self._save_tasks:
@@ -183,7 +215,7 @@ class KvTierConnectorWorker:
             except (TimeoutError, kvtier.KvtierError) as e:
                 logger.error("kvtier: flush failed: %s", e)
         dt = time.perf_counter() - self._save_started
-        n = len(meta.save_ids)
+        n, self._saved_blocks = self._saved_blocks, 0
         self.stats.data["save_blocks"] += n
         self.stats.data["save_bytes"] += n * self.store.layout.block_bytes
         self.stats.data["save_s"] += dt
