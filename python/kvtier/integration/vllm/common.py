@@ -12,6 +12,7 @@ Contract:
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
     from vllm.v1.request import Request
 
 # Bump when the meaning of stored bytes for the same namespace changes.
-FORMAT = "kvtier-vllm-1"
+FORMAT = "kvtier-vllm-2"  # 2: the namespace is canonical JSON
 # Generous bound on one load/save task: a hung filesystem must not hang vLLM forever.
 TASK_TIMEOUT_S = 120.0
 
@@ -92,17 +93,20 @@ class KvTierSettings:
         self.tp_size, self.tp_rank, self.pp_size, self.pp_rank = rank_info(vllm_config, role)
         # MLA's latent KV is identical on every TP rank: rank 0 stores it, all load it.
         self.saves_on_this_rank = self.do_save and (not self.is_mla or self.tp_rank == 0)
-        self.namespace_base = "|".join([
-            FORMAT,
-            f"model={extra.get('kvtier_model_id') or vllm_config.model_config.model}",
-            f"dtype={spec.dtype}",
-            f"block={self.block_size}",
-            f"heads={getattr(spec, 'num_kv_heads', '?')}x{getattr(spec, 'head_size', '?')}",
-            f"layers={len(self.layer_names)}",
-            f"layout={getattr(vllm_config.cache_config, 'kv_cache_layout', None)}",
-            f"mla={int(self.is_mla)}",
-            f"shards={'layer' if self.layerwise else 'block'}",
-        ])
+        # Everything that changes what a block's bytes mean. Encoded as
+        # canonical JSON (with the request's fields, see KvTierIds), so no
+        # field's value can pass for another's: "None" is not null.
+        self.namespace_fields: dict[str, Any] = {
+            "format": FORMAT,
+            "model": extra.get("kvtier_model_id") or vllm_config.model_config.model,
+            "dtype": str(spec.dtype),
+            "block": self.block_size,
+            "heads": [getattr(spec, "num_kv_heads", None), getattr(spec, "head_size", None)],
+            "layers": len(self.layer_names),
+            "layout": getattr(vllm_config.cache_config, "kv_cache_layout", None),
+            "mla": self.is_mla,
+            "shards": "layer" if self.layerwise else "block",
+        }
 
     def slice_of(self, tp_rank: int, pp_rank: int) -> list[int]:
         """The slice key of a rank's part of a block (MLA: one slice per PP rank)."""
@@ -120,18 +124,23 @@ class KvTierIds:
     the request's namespace (the engine's plus cache salt and LoRA)."""
 
     def __init__(self, settings: KvTierSettings):
-        self._base = settings.namespace_base
+        self._fields = settings.namespace_fields
         self._block_size = settings.block_size
-        self._hashers: dict[tuple[str | None, str | None], kvtier.BlockHasher] = {}
+        self._hashers: dict[str, kvtier.BlockHasher] = {}
+
+    def namespace(self, request: "Request") -> str:
+        """The request's namespace: canonical JSON, null for an absent field."""
+        lora = getattr(request, "lora_request", None)
+        fields = dict(self._fields, salt=getattr(request, "cache_salt", None),
+                      lora=[lora.lora_name, lora.lora_int_id] if lora is not None else None)
+        return json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
     def hasher(self, request: "Request") -> kvtier.BlockHasher:
-        lora = getattr(request, "lora_request", None)
-        key = (getattr(request, "cache_salt", None),
-               f"{lora.lora_name}#{lora.lora_int_id}" if lora is not None else None)
-        h = self._hashers.get(key)
+        ns = self.namespace(request)
+        h = self._hashers.get(ns)
         if h is None:
-            h = kvtier.BlockHasher(f"{self._base}|salt={key[0]}|lora={key[1]}")
-            self._hashers[key] = h
+            h = kvtier.BlockHasher(ns)
+            self._hashers[ns] = h
         return h
 
     def request_ids(self, request: "Request") -> list[bytes]:
