@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from vllm import SamplingParams
 from vllm.config import (CacheConfig, DeviceConfig, KVTransferConfig, ModelConfig,
-                         SchedulerConfig, VllmConfig)
+                         ParallelConfig, SchedulerConfig, VllmConfig)
 from vllm.distributed.kv_transfer.kv_connector.v1.base import KVConnectorRole
 from vllm.utils.hashing import sha256
 from vllm.v1.core.kv_cache_utils import get_request_block_hasher, init_none_hash
@@ -55,8 +55,8 @@ def ucm_settings(root: Path, layerwise: bool = False, event_sync: bool = True) -
 
 def vllm_config(model_dir: Path, extra: dict[str, Any], kv_role: str = "kv_both",
                 block_size: int = 16, max_num_batched_tokens: int = 64,
-                connector: str = "UCMConnector", module: str | None = "kvtier.integration.vllm"
-                ) -> VllmConfig:
+                connector: str = "UCMConnector", module: str | None = "kvtier.integration.vllm",
+                tp_size: int = 1) -> VllmConfig:
     model = ModelConfig(model=str(model_dir), dtype="float32", seed=42,
                         skip_tokenizer_init=True)
     sched = SchedulerConfig(max_num_seqs=16, max_num_batched_tokens=max_num_batched_tokens,
@@ -68,7 +68,8 @@ def vllm_config(model_dir: Path, extra: dict[str, Any], kv_role: str = "kv_both"
                            kv_role=kv_role, kv_connector_extra_config=extra,
                            kv_load_failure_policy="recompute")
     return VllmConfig(model_config=model, scheduler_config=sched, cache_config=cache,
-                      kv_transfer_config=ktc, device_config=DeviceConfig("cpu"))
+                      kv_transfer_config=ktc, device_config=DeviceConfig("cpu"),
+                      parallel_config=ParallelConfig(tensor_parallel_size=tp_size))
 
 
 def kv_cache_config(cfg: VllmConfig, num_blocks: int, num_kv_heads: int = 2,

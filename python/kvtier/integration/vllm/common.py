@@ -113,6 +113,11 @@ class KvTierSettings:
         tp = [1, 0] if self.is_mla else [self.tp_size, tp_rank]
         return tp + [self.pp_size, pp_rank]
 
+    def all_slices(self) -> list[list[int]]:
+        """Every slice the workers load: a block is a hit only if all are stored."""
+        tp_ranks = [0] if self.is_mla else range(self.tp_size)
+        return [self.slice_of(t, p) for p in range(self.pp_size) for t in tp_ranks]
+
     @property
     def slice(self) -> list[int]:
         """This process's slice key."""

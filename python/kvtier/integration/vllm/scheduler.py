@@ -76,8 +76,7 @@ class KvTierConnectorScheduler:
         local = num_computed_tokens // bs
         # Chained ids: block k present implies its content's whole prefix, so
         # asking from the first block vLLM does not have is enough.
-        found = self.store.lookup_prefix(rank_ids(st.ids[local:], self._s.slice)) if local < len(
-            st.ids) else 0
+        found = self._lookup(st.ids[local:])
         st.local_blocks, st.store_blocks = local, local + found
         st.saved = max(st.saved, st.store_blocks)
         self.stats.data["lookup_blocks"] += len(st.ids) - local
@@ -91,6 +90,16 @@ class KvTierConnectorScheduler:
         logger.info("kvtier: request %s: %d prompt tokens, %d hit in vLLM's cache, %d to load "
                     "from kvtier", request.request_id, len(tokens), num_computed_tokens, ext)
         return ext, False
+
+    def _lookup(self, ids: list[bytes]) -> int:
+        """Leading blocks of `ids` that every rank can load: each rank's slice
+        is written, evicted and dropped on its own, so each is asked."""
+        found = len(ids)
+        for slice_key in self._s.all_slices():
+            if found == 0:
+                break
+            found = self.store.lookup_prefix(rank_ids(ids[:found], slice_key))
+        return found
 
     def update_state_after_alloc(self, request: "Request", blocks: "KVCacheBlocks",
                                  num_external_tokens: int) -> None:
