@@ -96,9 +96,31 @@ def kv_tensors(kcc: KVCacheConfig, seed: int | None = None) -> dict[str, torch.T
 
 
 def scheduler(cfg: VllmConfig, kcc: KVCacheConfig) -> Scheduler:
-    return Scheduler(vllm_config=cfg, kv_cache_config=kcc,
-                     structured_output_manager=StructuredOutputManager(cfg),
-                     block_size=cfg.cache_config.block_size, log_stats=True)
+    """A real Scheduler; ``sched.taken_stats`` keeps the connector stats it collects."""
+    sched = Scheduler(vllm_config=cfg, kv_cache_config=kcc,
+                      structured_output_manager=StructuredOutputManager(cfg),
+                      block_size=cfg.cache_config.block_size, log_stats=True)
+    sched.taken_stats = []
+    take = sched.connector.get_kv_connector_stats
+
+    def record():
+        stats = take()
+        if stats is not None:
+            sched.taken_stats.append(dict(stats.data))
+        return stats
+
+    sched.connector.get_kv_connector_stats = record
+    return sched
+
+
+def connector_stats(sched: Scheduler) -> dict[str, Any]:
+    """The scheduler-side connector counters summed over every interval so far."""
+    sched.connector.get_kv_connector_stats()
+    total: dict[str, Any] = {}
+    for data in sched.taken_stats:
+        for k, v in data.items():
+            total[k] = total.get(k, 0) + v
+    return total
 
 
 class Worker:
@@ -213,4 +235,4 @@ def run_until_done(sched: Scheduler, worker: Worker | None = None, max_steps: in
 
 
 __all__ = ["make_model", "ucm_settings", "vllm_config", "kv_cache_config", "kv_tensors",
-           "scheduler", "scheduled_work", "Worker", "request", "run_step", "run_until_done", "LAYERS"]
+           "scheduler", "connector_stats", "scheduled_work", "Worker", "request", "run_step", "run_until_done", "LAYERS"]

@@ -75,6 +75,12 @@ class KvTierSettings:
         ktc = vllm_config.kv_transfer_config
         extra = dict(ktc.kv_connector_extra_config or {})
         self.store_config = load_store_config(extra)
+        if "Posix" not in self.store_config.pipeline:
+            raise ValueError(
+                f"kvtier: store_pipeline {'|'.join(self.store_config.pipeline)!r} cannot serve "
+                "the connector: a DRAM-only tier belongs to one process, and vLLM's scheduler "
+                "(another process) cannot see the workers' DRAM, so every lookup would miss; "
+                "use \"Cache|Posix\" (DRAM in front of a shared directory) or \"Posix\"")
         self.block_size = vllm_config.cache_config.block_size
         self.kv_role = ktc.kv_role
         self.do_load = ktc.is_kv_consumer

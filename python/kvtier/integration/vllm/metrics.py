@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from vllm.distributed.kv_transfer.kv_connector.v1.metrics import KVConnectorStats
 
 COUNTERS = ("lookup_blocks", "hit_blocks", "load_blocks", "load_bytes", "load_s",
-            "load_errors", "save_blocks", "save_bytes", "save_s", "save_dropped_blocks")
+            "load_errors", "save_blocks", "save_bytes", "save_s", "save_dropped_blocks", "unsupported_requests")
 
 
 @dataclass
@@ -33,7 +33,7 @@ class KvTierConnectorStats(KVConnectorStats):
 
     def is_empty(self) -> bool:
         return not any(self.data[k] for k in ("lookup_blocks", "load_blocks", "save_blocks",
-                                                "save_dropped_blocks"))
+                                                "save_dropped_blocks", "unsupported_requests"))
 
     def reduce(self) -> dict[str, int | float]:
         d = self.data
@@ -49,6 +49,7 @@ class KvTierConnectorStats(KVConnectorStats):
             "kvtier_save_blocks": d["save_blocks"],
             "kvtier_save_GBps": gbps(d["save_bytes"], d["save_s"]),
             "kvtier_save_dropped_blocks": d["save_dropped_blocks"],
+            "kvtier_unsupported_requests": d["unsupported_requests"],
         }
 
     def take(self) -> "KvTierConnectorStats | None":

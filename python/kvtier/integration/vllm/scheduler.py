@@ -51,6 +51,20 @@ class _ReqState:
     planned_end: int = 0
 
 
+def unsupported_reason(request: "Request") -> str | None:
+    """What of the request's input the block ids do not cover, if anything.
+
+    Ids hash token ids (plus namespace); vLLM's own block hash also covers
+    multimodal inputs and prompt embeddings, so two such prompts with the same
+    token ids but different images or embeddings would share ids.
+    """
+    if getattr(request, "mm_features", None):
+        return "multimodal inputs"
+    if getattr(request, "prompt_embeds", None) is not None or request.prompt_token_ids is None:
+        return "prompt embeddings"
+    return None
+
+
 class KvTierConnectorScheduler:
     """Lookups and per-step load/save plans for one engine's scheduler."""
 
@@ -58,6 +72,7 @@ class KvTierConnectorScheduler:
         self._s = settings
         self._ids = KvTierIds(settings)
         self._reqs: dict[str, _ReqState] = {}
+        self._refused: set[str] = set()  # requests whose KV the ids cannot key
         self.stats = KvTierConnectorStats()
         # Lookup-only: sees the Posix tier shared by every engine.
         self.store: kvtier.Store | None = kvtier.Store(settings.store_config,
@@ -65,12 +80,18 @@ class KvTierConnectorScheduler:
 
     def get_num_new_matched_tokens(self, request: "Request",
                                    num_computed_tokens: int) -> tuple[int | None, bool]:
-        tokens = request.prompt_token_ids
-        if tokens is None:  # prompt embeddings: nothing to key on
+        # Asked again every step while the request waits: no counting or
+        # logging here (update_state_after_alloc does it once it is scheduled).
+        reason = unsupported_reason(request)
+        if reason is not None:
+            if request.request_id not in self._refused:
+                self._refused.add(request.request_id)
+                logger.info("kvtier: request %s: %s are not part of block ids; neither "
+                            "looked up nor saved", request.request_id, reason)
             return 0, False
         st = self._reqs.get(request.request_id)
         if st is None:
-            st = _ReqState(self._ids.request_ids(request), len(tokens))
+            st = _ReqState(self._ids.request_ids(request), len(request.prompt_token_ids))
             self._reqs[request.request_id] = st
         bs = self._s.block_size
         local = num_computed_tokens // bs
@@ -79,17 +100,12 @@ class KvTierConnectorScheduler:
         found = self._lookup(st.ids[local:])
         st.local_blocks, st.store_blocks = local, local + found
         st.saved = max(st.saved, st.store_blocks)
-        self.stats.data["lookup_blocks"] += len(st.ids) - local
         if not self._s.do_load:
             return 0, False
         # Hits are whole blocks and leave at least one token (a whole block
         # here, as vLLM's own prefix cache does) to compute for the logits.
         hit_blocks = min(st.store_blocks, (request.num_tokens - 1) // bs)
-        ext = max(0, hit_blocks * bs - num_computed_tokens)
-        self.stats.data["hit_blocks"] += ext // bs
-        logger.info("kvtier: request %s: %d prompt tokens, %d hit in vLLM's cache, %d to load "
-                    "from kvtier", request.request_id, len(tokens), num_computed_tokens, ext)
-        return ext, False
+        return max(0, hit_blocks * bs - num_computed_tokens), False
 
     def _lookup(self, ids: list[bytes]) -> int:
         """Leading blocks of `ids` that every rank can load: each rank's slice
@@ -105,8 +121,16 @@ class KvTierConnectorScheduler:
                                  num_external_tokens: int) -> None:
         st = self._reqs.get(request.request_id)
         if st is None:
+            if request.request_id in self._refused:
+                self.stats.data["unsupported_requests"] += 1
             return
         st.block_table = list(blocks.get_block_ids()[0])
+        # Once per scheduling (a preempted request is looked up again when resumed).
+        self.stats.data["lookup_blocks"] += len(st.ids) - st.local_blocks
+        self.stats.data["hit_blocks"] += num_external_tokens // self._s.block_size
+        logger.info("kvtier: request %s: %d prompt tokens, %d hit in vLLM's cache, %d to load "
+                    "from kvtier", request.request_id, st.prompt_len,
+                    st.local_blocks * self._s.block_size, num_external_tokens)
         if num_external_tokens > 0:
             first = st.local_blocks
             st.pending_load = (first, first + num_external_tokens // self._s.block_size)
@@ -115,6 +139,7 @@ class KvTierConnectorScheduler:
         meta = UCMConnectorMetadata()
         for req_id in scheduler_output.finished_req_ids:
             self._reqs.pop(req_id, None)
+            self._refused.discard(req_id)
         planned: list[tuple[str, _ReqState, int]] = []
         for new in scheduler_output.scheduled_new_reqs:
             st = self._reqs.get(new.req_id)
@@ -197,10 +222,11 @@ class KvTierConnectorScheduler:
                          block_ids: list[int]) -> tuple[bool, dict[str, Any] | None]:
         # Saves finish within their step (wait_for_save), so blocks are free to go.
         self._reqs.pop(request.request_id, None)
+        self._refused.discard(request.request_id)
         return False, None
 
     def num_tracked_requests(self) -> int:
-        return len(self._reqs)
+        return len(self._reqs) + len(self._refused)
 
     def shutdown(self) -> None:
         if self.store is not None:
