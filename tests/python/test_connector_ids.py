@@ -5,8 +5,8 @@ import pytest
 from vllm.lora.request import LoRARequest
 
 from kvtier.integration.vllm.common import KvTierIds
-from vllm_harness import (Worker, connector_stats, kv_cache_config, request, run_step, run_until_done, scheduler,
-                          ucm_settings, vllm_config)
+from vllm_harness import (Worker, connector_stats, kv_cache_config, request, run_step,
+                          run_until_done, scheduler, ucm_settings, vllm_config)
 
 PROMPT = list(range(10, 74))  # 4 full blocks
 

@@ -235,4 +235,5 @@ def run_until_done(sched: Scheduler, worker: Worker | None = None, max_steps: in
 
 
 __all__ = ["make_model", "ucm_settings", "vllm_config", "kv_cache_config", "kv_tensors",
-           "scheduler", "connector_stats", "scheduled_work", "Worker", "request", "run_step", "run_until_done", "LAYERS"]
+           "scheduler", "connector_stats", "scheduled_work", "Worker", "request", "run_step",
+           "run_until_done", "LAYERS"]

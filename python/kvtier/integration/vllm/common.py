@@ -193,6 +193,10 @@ class KvTierReqMeta:
             b in failed_blocks for b in (*self.load_blocks, *self.depends_on))
 
 
+def _flat(name: str) -> property:
+    return property(lambda self: [x for r in self.reqs.values() for x in getattr(r, name)])
+
+
 class UCMConnectorMetadata(KVConnectorMetadata):
     """One step's work for the workers, per request id.
 
@@ -211,24 +215,11 @@ class UCMConnectorMetadata(KVConnectorMetadata):
     def req(self, req_id: str) -> KvTierReqMeta:
         return self.reqs.setdefault(req_id, KvTierReqMeta())
 
-    def _flat(self, name: str) -> list:
-        return [x for r in self.reqs.values() for x in getattr(r, name)]
-
-    @property
-    def load_ids(self) -> list[bytes]:
-        return self._flat("load_ids")
-
-    @property
-    def load_blocks(self) -> list[int]:
-        return self._flat("load_blocks")
-
-    @property
-    def save_ids(self) -> list[bytes]:
-        return self._flat("save_ids")
-
-    @property
-    def save_blocks(self) -> list[int]:
-        return self._flat("save_blocks")
+    # Every request's ids and blocks, in request order.
+    load_ids = _flat("load_ids")
+    load_blocks = _flat("load_blocks")
+    save_ids = _flat("save_ids")
+    save_blocks = _flat("save_blocks")
 
 
 KvTierConnectorMetadata = UCMConnectorMetadata

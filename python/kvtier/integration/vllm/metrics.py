@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from vllm.distributed.kv_transfer.kv_connector.v1.metrics import KVConnectorStats
 
 COUNTERS = ("lookup_blocks", "hit_blocks", "load_blocks", "load_bytes", "load_s",
-            "load_errors", "save_blocks", "save_bytes", "save_s", "save_dropped_blocks", "unsupported_requests")
+            "load_errors", "save_blocks", "save_bytes", "save_s", "save_dropped_blocks",
+            "unsupported_requests")
 
 
 @dataclass

@@ -5,7 +5,10 @@ many tokens past vLLM's own prefix-cache hit the store can serve (whole
 blocks, at least one block left to compute); ``build_connector_meta`` tells the
 workers, every step, which blocks to load (the hits just allocated) and which
 to save (prompt blocks that become full this step, so chunked prefill saves as
-it goes). Per-request state lives from the first lookup to finish or abort.
+it goes). A hit means every rank's slice is stored. When vLLM rolls a request
+back to recompute a failed load, the blocks from there are saved again.
+Requests whose KV the ids cannot key (multimodal, prompt embeddings) are
+refused. Per-request state lives from the first lookup to finish or abort.
 The scheduler's store is lookup-only: it sees the Posix tier shared by every
 engine.
 """

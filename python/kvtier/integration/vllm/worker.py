@@ -6,15 +6,16 @@ loaded before the forward (whole blocks before it starts, or layer by layer
 so loading layer i+1 overlaps computing layer i) and the blocks to save are
 dumped after their KV is written (per layer, or all at the end of the step).
 Blocks that fail to load (missing, corrupt) are reported once through
-``get_block_ids_with_load_errors`` so vLLM recomputes them. A save has copied
-its bytes out of the KV cache once ``wait_for_save`` returns.
+``get_block_ids_with_load_errors`` so vLLM recomputes them, and the saves of
+a request whose KV read a failed load are dropped (never published, not even
+one shard). A save has copied its bytes out of the KV cache once
+``wait_for_save`` returns.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-
 
 import torch
 from vllm.logger import init_logger
