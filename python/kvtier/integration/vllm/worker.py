@@ -112,6 +112,8 @@ class KvTierConnectorWorker:
             res = self.store.wait(task, TASK_TIMEOUT_S)
             failed = set(res.failed_blocks)
         except (TimeoutError, kvtier.KvtierError) as e:
+            # TODO(item 4): Store.cancel(task) on timeout, so a late load cannot
+            # write into blocks vLLM has handed to another request.
             logger.error("kvtier: load task failed: %s; recomputing its blocks", e)
             failed = set(self._load_ids)
         if failed:
@@ -208,6 +210,8 @@ class KvTierConnectorWorker:
                     logger.warning("kvtier: save failed for %d blocks: %s",
                                    len(res.failed_blocks), res.message)
             except (TimeoutError, kvtier.KvtierError) as e:
+                # TODO(item 4): Store.cancel(task) on timeout, so a late dump cannot
+                # read blocks vLLM has reused.
                 logger.error("kvtier: save task failed: %s", e)
         self._save_tasks.clear()
         if self._s.event_sync:
