@@ -106,3 +106,43 @@ def test_preempted_request_resumes_and_leaves_nothing(engine):
     assert sum(saves(metas)) == 8
     assert sched.connector.num_tracked_requests() == 0
     assert sched.kv_cache_manager.block_pool.get_num_free_blocks() == 12
+
+
+class TPWorkers:
+    """The TP ranks' workers of one engine (each stores its own slice)."""
+
+    def __init__(self, cfg, kcc, monkeypatch, tp_size=2):
+        import kvtier.integration.vllm.common as common
+        self.ranks = []
+        for rank in range(tp_size):
+            monkeypatch.setattr(common, "rank_info", lambda *_, r=rank: (tp_size, r, 1, 0))
+            self.ranks.append(Worker(cfg, kcc, seed=rank + 1))
+        monkeypatch.undo()
+        self.connector = self.ranks[0].connector
+
+    def step(self, meta):
+        return set().union(*(w.step(meta) for w in self.ranks))
+
+
+def test_hit_needs_every_tp_rank_slice(model_dir, tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from kvtier.integration.vllm.common import KvTierIds, rank_ids
+
+    cfg = vllm_config(model_dir, ucm_settings(tmp_path / "store"), block_size=BS, tp_size=2)
+    kcc = kv_cache_config(cfg, 64)
+    prompt = list(range(10, 90))  # 5 full blocks
+    sched_a = scheduler(cfg, kcc)
+    sched_a.add_request(request(prompt))
+    run_until_done(sched_a, TPWorkers(cfg, kcc, monkeypatch))
+    assert len(list((tmp_path / "store").rglob("*.kvb"))) == 2 * 5  # a file per rank and block
+
+    # Rank 1's file of block 2 goes (evicted or dropped on its own).
+    sched_b = scheduler(cfg, kcc)
+    r = request(prompt)
+    ns_ids = KvTierIds(sched_b.connector.settings).request_ids(r)
+    (f,) = (tmp_path / "store").rglob(rank_ids(ns_ids, [2, 1, 1, 0])[2].hex() + ".kvb")
+    Path(f).unlink()
+    sched_b.add_request(r)
+    out, errors = run_step(sched_b, TPWorkers(cfg, kcc, monkeypatch))
+    assert len(out.kv_connector_metadata.load_ids) == 2 and not errors

@@ -30,7 +30,7 @@ def test_registered_layout_is_the_cpu_backend_one(pair):
     src, _, _ = pair
     t = src.caches[LAYERS[0]]
     assert t.shape[0] == NUM_BLOCKS and t[0].is_contiguous()  # [B, H, N, C], block = 1 page
-    layout = src.connector._store.layout
+    layout = src.connector.worker.store.layout
     per_block = sum(src.caches[n][0].nbytes for n in LAYERS)
     assert layout.block_bytes == per_block
 
@@ -72,7 +72,7 @@ def test_corrupted_block_file_is_reported_and_dropped(pair):
         f.write_bytes(bytes(data))
     errors = dst.step(UCMConnectorMetadata(load_ids=block_ids, load_blocks=[9, 10]))
     assert errors == {9, 10}
-    assert dst.connector._store.lookup_prefix(dst.connector._rank_ids(block_ids)) == 0
+    assert dst.connector.worker.store.lookup_prefix(dst.connector.worker.rank_ids(block_ids)) == 0
 
 
 def test_unsupported_layout_fails_clearly(model_dir, tmp_path):

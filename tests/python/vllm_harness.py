@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import itertools
 import sys
+import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from vllm import SamplingParams
 from vllm.config import (CacheConfig, DeviceConfig, KVTransferConfig, ModelConfig,
-                         SchedulerConfig, VllmConfig)
+                         ParallelConfig, SchedulerConfig, VllmConfig)
 from vllm.distributed.kv_transfer.kv_connector.v1.base import KVConnectorRole
 from vllm.utils.hashing import sha256
 from vllm.v1.core.kv_cache_utils import get_request_block_hasher, init_none_hash
@@ -53,8 +55,8 @@ def ucm_settings(root: Path, layerwise: bool = False, event_sync: bool = True) -
 
 def vllm_config(model_dir: Path, extra: dict[str, Any], kv_role: str = "kv_both",
                 block_size: int = 16, max_num_batched_tokens: int = 64,
-                connector: str = "UCMConnector", module: str | None = "kvtier.integration.vllm"
-                ) -> VllmConfig:
+                connector: str = "UCMConnector", module: str | None = "kvtier.integration.vllm",
+                tp_size: int = 1) -> VllmConfig:
     model = ModelConfig(model=str(model_dir), dtype="float32", seed=42,
                         skip_tokenizer_init=True)
     sched = SchedulerConfig(max_num_seqs=16, max_num_batched_tokens=max_num_batched_tokens,
@@ -66,7 +68,8 @@ def vllm_config(model_dir: Path, extra: dict[str, Any], kv_role: str = "kv_both"
                            kv_role=kv_role, kv_connector_extra_config=extra,
                            kv_load_failure_policy="recompute")
     return VllmConfig(model_config=model, scheduler_config=sched, cache_config=cache,
-                      kv_transfer_config=ktc, device_config=DeviceConfig("cpu"))
+                      kv_transfer_config=ktc, device_config=DeviceConfig("cpu"),
+                      parallel_config=ParallelConfig(tensor_parallel_size=tp_size))
 
 
 def kv_cache_config(cfg: VllmConfig, num_blocks: int, num_kv_heads: int = 2,
@@ -93,34 +96,90 @@ def kv_tensors(kcc: KVCacheConfig, seed: int | None = None) -> dict[str, torch.T
 
 
 def scheduler(cfg: VllmConfig, kcc: KVCacheConfig) -> Scheduler:
-    return Scheduler(vllm_config=cfg, kv_cache_config=kcc,
-                     structured_output_manager=StructuredOutputManager(cfg),
-                     block_size=cfg.cache_config.block_size, log_stats=True)
+    """A real Scheduler; ``sched.taken_stats`` keeps the connector stats it collects."""
+    sched = Scheduler(vllm_config=cfg, kv_cache_config=kcc,
+                      structured_output_manager=StructuredOutputManager(cfg),
+                      block_size=cfg.cache_config.block_size, log_stats=True)
+    sched.taken_stats = []
+    take = sched.connector.get_kv_connector_stats
+
+    def record():
+        stats = take()
+        if stats is not None:
+            sched.taken_stats.append(dict(stats.data))
+        return stats
+
+    sched.connector.get_kv_connector_stats = record
+    return sched
+
+
+def connector_stats(sched: Scheduler) -> dict[str, Any]:
+    """The scheduler-side connector counters summed over every interval so far."""
+    sched.connector.get_kv_connector_stats()
+    total: dict[str, Any] = {}
+    for data in sched.taken_stats:
+        for k, v in data.items():
+            total[k] = total.get(k, 0) + v
+    return total
 
 
 class Worker:
-    """A worker-side connector over real KV tensors, driven like the model runner."""
+    """A worker-side connector over real KV tensors, driven like the model runner.
 
-    def __init__(self, cfg: VllmConfig, kcc: KVCacheConfig, seed: int | None = None):
+    With ``computes``, each step's "forward" writes every block it touches,
+    layer by layer: a block's KV is a deterministic function of its tokens
+    and of the KV of every earlier block of the request (attention reads the
+    whole prefix), so KV computed over a block that did not arrive differs
+    from KV computed from scratch.
+    """
+
+    def __init__(self, cfg: VllmConfig, kcc: KVCacheConfig, seed: int | None = None,
+                 computes: bool = False):
         self.caches = kv_tensors(kcc, seed)
+        self.computes = computes
+        self.block_size = cfg.cache_config.block_size
         self.connector = UCMConnector(cfg, KVConnectorRole.WORKER, kcc)
         self.connector.register_kv_caches(self.caches)
 
-    def step(self, meta) -> set[int]:
+    def step(self, meta, work: list[tuple[list[int], list[int], int, int]] | None = None
+             ) -> set[int]:
         """One forward's connector calls; returns the blocks that failed to load."""
         c = self.connector
         c.bind_connector_metadata(meta)
         c.start_load_kv(None)
         for name in LAYERS:
             c.wait_for_layer_load(name)
+            if work:
+                self._compute(name, work)
             c.save_kv_layer(name, self.caches[name], None)
         c.wait_for_save()
         errors = c.get_block_ids_with_load_errors()
         c.clear_connector_metadata()
         return errors
 
+    def _compute(self, layer: str, work: list[tuple[list[int], list[int], int, int]]) -> None:
+        cache, bs = self.caches[layer], self.block_size
+        for table, tokens, start, end in work:
+            for k in range(start // bs, (end + bs - 1) // bs):
+                seed = zlib.crc32(repr((layer, tokens[k * bs:min(end, (k + 1) * bs)])).encode())
+                kv = torch.rand(cache[0].shape, generator=torch.Generator().manual_seed(seed))
+                if k:
+                    kv += 0.5 * torch.stack([cache[b] for b in table[:k]]).mean(0)
+                cache[table[k]].copy_(kv)
+
     def block(self, layer: str, block: int) -> torch.Tensor:
         return self.caches[layer][block].clone()
+
+
+def scheduled_work(sched: Scheduler, out) -> list[tuple[list[int], list[int], int, int]]:
+    """(block table, tokens, first, end) of the tokens each request computes this step."""
+    work = []
+    for rid, n in out.num_scheduled_tokens.items():
+        r = sched.requests[rid]
+        end = r.num_computed_tokens  # schedule() has advanced it past this step
+        work.append((list(sched.kv_cache_manager.get_block_ids(rid)[0]),
+                     list(r.all_token_ids[:end]), end - n, end))
+    return work
 
 
 _ids = itertools.count()
@@ -137,10 +196,21 @@ def request(tokens: list[int], max_tokens: int = 4, cache_salt: str | None = Non
                    block_hasher=get_request_block_hasher(block_size, sha256))
 
 
-def run_step(sched: Scheduler, worker: Worker | None = None, token: int = 7):
-    """schedule -> (worker) -> update_from_output; returns (scheduler_output, load errors)."""
+def run_step(sched: Scheduler, worker: Worker | None = None, token: int = 7,
+             before_worker: Callable[[Any], None] | None = None):
+    """schedule -> (worker) -> update_from_output; returns (scheduler_output, load errors).
+
+    ``before_worker(scheduler_output)`` runs between the scheduler's lookups
+    and the worker's loads (to inject faults there)."""
     out = sched.schedule()
-    errors = worker.step(out.kv_connector_metadata) if worker is not None else set()
+    if before_worker is not None:
+        before_worker(out)
+    errors = set()
+    if worker is not None:
+        if getattr(worker, "computes", False):
+            errors = worker.step(out.kv_connector_metadata, scheduled_work(sched, out))
+        else:
+            errors = worker.step(out.kv_connector_metadata)
     reqs = [r for r in (sched.requests.get(i) for i in out.num_scheduled_tokens) if r]
     ids = [r.request_id for r in reqs]
     mro = ModelRunnerOutput(
@@ -153,15 +223,17 @@ def run_step(sched: Scheduler, worker: Worker | None = None, token: int = 7):
     return out, errors
 
 
-def run_until_done(sched: Scheduler, worker: Worker | None = None, max_steps: int = 200):
+def run_until_done(sched: Scheduler, worker: Worker | None = None, max_steps: int = 200,
+                   before_first_worker: Callable[[Any], None] | None = None):
     metas = []
-    for _ in range(max_steps):
+    for step in range(max_steps):
         if not sched.has_unfinished_requests():
             return metas
-        out, _ = run_step(sched, worker)
+        out, _ = run_step(sched, worker, before_worker=before_first_worker if step == 0 else None)
         metas.append(out.kv_connector_metadata)
     raise AssertionError("requests did not finish")
 
 
 __all__ = ["make_model", "ucm_settings", "vllm_config", "kv_cache_config", "kv_tensors",
-           "scheduler", "Worker", "request", "run_step", "run_until_done", "LAYERS"]
+           "scheduler", "connector_stats", "scheduled_work", "Worker", "request", "run_step",
+           "run_until_done", "LAYERS"]

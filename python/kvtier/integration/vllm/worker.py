@@ -1,0 +1,232 @@
+"""The worker half of the connector (one per model-runner process).
+
+Contract: ``register_kv_caches`` registers the paged KV tensors by address
+and opens this rank's store; each step, the blocks the metadata lists are
+loaded before the forward (whole blocks before it starts, or layer by layer
+so loading layer i+1 overlaps computing layer i) and the blocks to save are
+dumped after their KV is written (per layer, or all at the end of the step).
+Blocks that fail to load (missing, corrupt) are reported once through
+``get_block_ids_with_load_errors`` so vLLM recomputes them, and the saves of
+a request whose KV read a failed load are dropped (never published, not even
+one shard). A save has copied its bytes out of the KV cache once
+``wait_for_save`` returns.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import torch
+from vllm.logger import init_logger
+
+import kvtier
+from kvtier.integration.vllm.common import (
+    TASK_TIMEOUT_S,
+    KvTierReqMeta,
+    KvTierSettings,
+    UCMConnectorMetadata,
+    close_store,
+    rank_ids,
+)
+from kvtier.integration.vllm.kv_layout import LayerSegments, describe_kv_caches
+from kvtier.integration.vllm.metrics import KvTierConnectorStats
+
+logger = init_logger("vllm.kvtier.connector")
+
+# Keys of the load tasks in flight: a layer's index, or one of these.
+ALL_LAYERS = -1  # the whole-block load (every layer in one task)
+UNKNOWN_LAYER = -2  # a layer name outside the registered layers: no task
+
+
+class KvTierConnectorWorker:
+    """Loads and saves one rank's slice of the blocks the scheduler planned."""
+
+    def __init__(self, settings: KvTierSettings, num_blocks: int):
+        self._s = settings
+        self._num_blocks = num_blocks
+        self._slice = settings.slice
+        self.stats = KvTierConnectorStats()
+        self.store: kvtier.Store | None = None
+        self._layers: list[LayerSegments] = []
+        self._layer_index: dict[str, int] = {}
+        self._load_tasks: dict[int, int] = {}  # layer index or ALL_LAYERS -> task
+        self._load_ids: list[bytes] = []
+        self._load_blocks: list[int] = []
+        self._load_started = 0.0
+        self._save_tasks: list[int] = []
+        self._save_started = 0.0
+        self._load_errors: set[int] = set()  # until reported to vLLM
+        self._step_failed: set[int] = set()  # this step's failed loads, until wait_for_save
+        self._saved_blocks = 0  # blocks dumped this step
+
+    def rank_ids(self, ids: list[bytes]) -> list[bytes]:
+        """Namespace-level ids -> this rank's slice ids."""
+        return rank_ids(ids, self._slice)
+
+    def register_kv_caches(self, kv_caches: dict[str, torch.Tensor]) -> None:
+        self._layers = describe_kv_caches(kv_caches, self._s.layer_names, self._num_blocks)
+        self._layer_index = {layer.name: i for i, layer in enumerate(self._layers)}
+        pages = {layer.page_bytes for layer in self._layers}
+        if self._s.layerwise:
+            if len(pages) != 1:
+                raise ValueError(f"kvtier: layerwise mode needs equal page sizes, got {pages}")
+            layout = kvtier.BlockLayout(len(self._layers), pages.pop())
+        else:
+            layout = kvtier.BlockLayout(1, sum(layer.page_bytes for layer in self._layers))
+        self.store = kvtier.Store(self._s.store_config, layout)
+        logger.info("kvtier: registered %d layers x %d blocks, block %d bytes as %r",
+                    len(self._layers), self._num_blocks, layout.block_bytes, layout)
+
+    def _all_segments(self) -> tuple[list[int], list[int], list[int]]:
+        bases, strides, segs = [], [], []
+        for layer in self._layers:
+            bases += layer.bases
+            strides += layer.strides
+            segs += layer.seg_bytes
+        return bases, strides, segs
+
+    # ---------------------------------------------------------------- loads
+    def start_load_kv(self, meta: UCMConnectorMetadata) -> None:
+        if not meta.load_ids or self.store is None:
+            return
+        ids = self.rank_ids(meta.load_ids)
+        self._load_ids, self._load_blocks = ids, meta.load_blocks
+        self._load_started = time.perf_counter()
+        if self._s.layerwise:
+            # One task per layer: the forward waits only for the layer it is at.
+            for i, layer in enumerate(self._layers):
+                self._load_tasks[i] = self.store.load_blocks(
+                    ids, meta.load_blocks, i, layer.bases, layer.strides, layer.seg_bytes)
+        else:
+            self._load_tasks[ALL_LAYERS] = self.store.load_blocks(ids, meta.load_blocks, 0,
+                                                                  *self._all_segments())
+            # Whole blocks: done before the forward starts (no layer races).
+            self._wait_load(ALL_LAYERS)
+
+    def _wait_load(self, key: int) -> None:
+        task = self._load_tasks.pop(key, None)
+        if task is None:
+            return
+        try:
+            res = self.store.wait(task, TASK_TIMEOUT_S)
+            failed = set(res.failed_blocks)
+        except (TimeoutError, kvtier.KvtierError) as e:
+            # TODO(item 4): Store.cancel(task) on timeout, so a late load cannot
+            # write into blocks vLLM has handed to another request.
+            logger.error("kvtier: load task failed: %s; recomputing its blocks", e)
+            failed = set(self._load_ids)
+        if failed:
+            bad = {b for i, b in zip(self._load_ids, self._load_blocks) if i in failed}
+            if not bad <= self._load_errors:
+                logger.warning("kvtier: %d blocks failed to load; vLLM recomputes them",
+                               len(bad - self._load_errors))
+            self._load_errors |= bad
+            self._step_failed |= bad
+        if not self._load_tasks:
+            self._finish_load()
+
+    def _finish_load(self) -> None:
+        n = len(self._load_ids)
+        dt = time.perf_counter() - self._load_started
+        nbytes = n * self.store.layout.block_bytes
+        self.stats.data["load_blocks"] += n
+        self.stats.data["load_bytes"] += nbytes
+        self.stats.data["load_s"] += dt
+        logger.info("kvtier: loaded %d blocks (%.1f MB) in %.1f ms (%.2f GB/s), %d failed", n,
+                    nbytes / 1e6, dt * 1e3, nbytes / dt / 1e9 if dt > 0 else 0.0,
+                    len(self._load_errors))
+        self._load_ids, self._load_blocks = [], []
+
+    def wait_for_layer_load(self, layer_name: str) -> None:
+        if self._s.layerwise and self._load_tasks:
+            self._wait_load(self._layer_index.get(layer_name, UNKNOWN_LAYER))
+
+    def get_block_ids_with_load_errors(self) -> set[int]:
+        errors, self._load_errors = self._load_errors, set()
+        self.stats.data["load_errors"] += len(errors)
+        return errors
+
+    # ---------------------------------------------------------------- saves
+    # A block is published only with every shard computed over loads that
+    # arrived. The store completes a partially dumped block with the shards
+    # still missing and keeps the ones it has, so a shard dumped before a
+    # later layer's load failed could never be corrected by a later save.
+    # Hence saves that read this step's loads wait until every load is known
+    # (wait_for_save); saves that read none go per layer as their KV is written.
+    def _dump(self, reqs: list[KvTierReqMeta], shard: int, bases: Sequence[int],
+              strides: Sequence[int], segs: Sequence[int]) -> None:
+        ids = [i for r in reqs for i in r.save_ids]
+        if not ids:
+            return
+        if not self._save_tasks:
+            self._save_started = time.perf_counter()
+        blocks = [b for r in reqs for b in r.save_blocks]
+        self._save_tasks.append(self.store.dump_blocks(self.rank_ids(ids), blocks, shard, bases,
+                                                       strides, segs))
+        if shard == 0:
+            self._saved_blocks += len(ids)
+
+    def save_kv_layer(self, meta: UCMConnectorMetadata, layer_name: str) -> None:
+        if not self._s.layerwise or not self._s.saves_on_this_rank or self.store is None:
+            return
+        i = self._layer_index.get(layer_name)
+        if i is None:
+            return
+        layer = self._layers[i]
+        # This layer's KV of the step is written: its shard can go now.
+        self._dump([r for r in meta.reqs.values() if not r.saves_read_loads()], i,
+                   layer.bases, layer.strides, layer.seg_bytes)
+
+    def wait_for_save(self, meta: UCMConnectorMetadata | None) -> None:
+        # Loads the forward never waited for (e.g. layers it skipped).
+        for key in list(self._load_tasks):
+            self._wait_load(key)
+        failed, self._step_failed = self._step_failed, set()
+        if meta is None or self.store is None or not self._s.saves_on_this_rank:
+            return
+        ready = []
+        for r in meta.reqs.values():
+            if r.saves_tainted_by(failed):
+                self.stats.data["save_dropped_blocks"] += len(r.save_ids)
+                logger.warning("kvtier: not saving %d blocks computed over a block that "
+                               "failed to load; they are saved once recomputed",
+                               len(r.save_ids))
+            elif not self._s.layerwise or r.saves_read_loads():
+                ready.append(r)
+        if self._s.layerwise:
+            for i, layer in enumerate(self._layers):
+                self._dump(ready, i, layer.bases, layer.strides, layer.seg_bytes)
+        else:
+            self._dump(ready, 0, *self._all_segments())
+        if not self._save_tasks:
+            return
+        # A dump is done once its bytes are copied out of the KV cache, so the
+        # blocks may be reused by vLLM after this returns.
+        for task in self._save_tasks:
+            try:
+                res = self.store.wait(task, TASK_TIMEOUT_S)
+                if not res.ok:
+                    logger.warning("kvtier: save failed for %d blocks: %s",
+                                   len(res.failed_blocks), res.message)
+            except (TimeoutError, kvtier.KvtierError) as e:
+                # TODO(item 4): Store.cancel(task) on timeout, so a late dump cannot
+                # read blocks vLLM has reused.
+                logger.error("kvtier: save task failed: %s", e)
+        self._save_tasks.clear()
+        if self._s.event_sync:
+            try:  # publish to the Posix tier: other engines see the blocks now
+                self.store.flush(TASK_TIMEOUT_S)
+            except (TimeoutError, kvtier.KvtierError) as e:
+                logger.error("kvtier: flush failed: %s", e)
+        dt = time.perf_counter() - self._save_started
+        n, self._saved_blocks = self._saved_blocks, 0
+        self.stats.data["save_blocks"] += n
+        self.stats.data["save_bytes"] += n * self.store.layout.block_bytes
+        self.stats.data["save_s"] += dt
+        logger.debug("kvtier: saved %d blocks in %.1f ms", n, dt * 1e3)
+
+    def shutdown(self) -> None:
+        if self.store is not None:
+            close_store(self.store, logger)
+            self.store = None
