@@ -30,8 +30,11 @@ if TYPE_CHECKING:
 
 # Bump when the meaning of stored bytes for the same namespace changes.
 FORMAT = "kvtier-vllm-2"  # 2: the namespace is canonical JSON
-# Generous bound on one load/save task: a hung filesystem must not hang vLLM forever.
+# Generous default bound on one load/save task (kvtier_task_timeout_s): past it
+# the task is cancelled (Store.cancel) and its blocks count as failed.
 TASK_TIMEOUT_S = 120.0
+# Connector options in kv_connector_extra_config (the other keys are the store's).
+CONNECTOR_OPTIONS = ("kvtier_model_id", "kvtier_task_timeout_s")
 
 
 def load_store_config(extra: dict[str, Any]) -> kvtier.StoreConfig:
@@ -74,6 +77,16 @@ class KvTierSettings:
                  kv_cache_config: "KVCacheConfig"):
         ktc = vllm_config.kv_transfer_config
         extra = dict(ktc.kv_connector_extra_config or {})
+        unknown = sorted(k for k in extra if k.startswith("kvtier_") and k not in CONNECTOR_OPTIONS)
+        if unknown:
+            raise ValueError(f"kvtier: unknown connector option(s) {unknown} in "
+                             f"kv_connector_extra_config; known: {list(CONNECTOR_OPTIONS)}")
+        self.task_timeout_s = extra.get("kvtier_task_timeout_s", TASK_TIMEOUT_S)
+        if (isinstance(self.task_timeout_s, bool)
+                or not isinstance(self.task_timeout_s, (int, float))
+                or not self.task_timeout_s > 0):
+            raise ValueError(f"kvtier: kvtier_task_timeout_s = {self.task_timeout_s!r}: "
+                             "must be a number of seconds > 0")
         self.store_config = load_store_config(extra)
         if "Posix" not in self.store_config.pipeline:
             raise ValueError(

@@ -13,7 +13,7 @@ from vllm.distributed.kv_transfer.kv_connector.v1.metrics import KVConnectorStat
 
 COUNTERS = ("lookup_blocks", "hit_blocks", "load_blocks", "load_bytes", "load_s",
             "load_errors", "save_blocks", "save_bytes", "save_s", "save_dropped_blocks",
-            "unsupported_requests")
+            "unsupported_requests", "cancelled_tasks")
 
 
 @dataclass
@@ -34,7 +34,8 @@ class KvTierConnectorStats(KVConnectorStats):
 
     def is_empty(self) -> bool:
         return not any(self.data[k] for k in ("lookup_blocks", "load_blocks", "save_blocks",
-                                                "save_dropped_blocks", "unsupported_requests"))
+                                                "save_dropped_blocks", "unsupported_requests",
+                                                "cancelled_tasks"))
 
     def reduce(self) -> dict[str, int | float]:
         d = self.data
@@ -51,6 +52,7 @@ class KvTierConnectorStats(KVConnectorStats):
             "kvtier_save_GBps": gbps(d["save_bytes"], d["save_s"]),
             "kvtier_save_dropped_blocks": d["save_dropped_blocks"],
             "kvtier_unsupported_requests": d["unsupported_requests"],
+            "kvtier_cancelled_tasks": d["cancelled_tasks"],
         }
 
     def take(self) -> "KvTierConnectorStats | None":

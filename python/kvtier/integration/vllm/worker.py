@@ -22,7 +22,6 @@ from vllm.logger import init_logger
 
 import kvtier
 from kvtier.integration.vllm.common import (
-    TASK_TIMEOUT_S,
     KvTierReqMeta,
     KvTierSettings,
     UCMConnectorMetadata,
@@ -109,11 +108,14 @@ class KvTierConnectorWorker:
         if task is None:
             return
         try:
-            res = self.store.wait(task, TASK_TIMEOUT_S)
+            res = self.store.wait(task, self._s.task_timeout_s)
             failed = set(res.failed_blocks)
-        except (TimeoutError, kvtier.KvtierError) as e:
-            # TODO(item 4): Store.cancel(task) on timeout, so a late load cannot
-            # write into blocks vLLM has handed to another request.
+        except TimeoutError:
+            # vLLM recomputes these blocks into the same memory, or gives it to
+            # another request: the late load must never write there.
+            self._cancel(task, "load")
+            failed = set(self._load_ids)
+        except kvtier.KvtierError as e:
             logger.error("kvtier: load task failed: %s; recomputing its blocks", e)
             failed = set(self._load_ids)
         if failed:
@@ -205,18 +207,20 @@ class KvTierConnectorWorker:
         # blocks may be reused by vLLM after this returns.
         for task in self._save_tasks:
             try:
-                res = self.store.wait(task, TASK_TIMEOUT_S)
+                res = self.store.wait(task, self._s.task_timeout_s)
                 if not res.ok:
                     logger.warning("kvtier: save failed for %d blocks: %s",
                                    len(res.failed_blocks), res.message)
-            except (TimeoutError, kvtier.KvtierError) as e:
-                # TODO(item 4): Store.cancel(task) on timeout, so a late dump cannot
-                # read blocks vLLM has reused.
+            except TimeoutError:
+                # vLLM reuses these KV blocks once this step returns: a late dump
+                # would store other requests' KV under these ids.
+                self._cancel(task, "save")
+            except kvtier.KvtierError as e:
                 logger.error("kvtier: save task failed: %s", e)
         self._save_tasks.clear()
         if self._s.event_sync:
             try:  # publish to the Posix tier: other engines see the blocks now
-                self.store.flush(TASK_TIMEOUT_S)
+                self.store.flush(self._s.task_timeout_s)
             except (TimeoutError, kvtier.KvtierError) as e:
                 logger.error("kvtier: flush failed: %s", e)
         dt = time.perf_counter() - self._save_started
@@ -225,6 +229,19 @@ class KvTierConnectorWorker:
         self.stats.data["save_bytes"] += n * self.store.layout.block_bytes
         self.stats.data["save_s"] += dt
         logger.debug("kvtier: saved %d blocks in %.1f ms", n, dt * 1e3)
+
+    def _cancel(self, task: int, what: str) -> None:
+        """Cancels a task that timed out; returns once it no longer touches the
+        KV cache (the store interrupts a hung system call and waits for it)."""
+        t0 = time.perf_counter()
+        try:
+            self.store.cancel(task)
+        except kvtier.KvtierError as e:  # NotFound: it ended and was forgotten meanwhile
+            logger.debug("kvtier: cancel %s task: %s", what, e)
+        self.stats.data["cancelled_tasks"] += 1
+        logger.error("kvtier: %s task timed out after %.0f s; cancelled (%.1f ms)%s", what,
+                     self._s.task_timeout_s, (time.perf_counter() - t0) * 1e3,
+                     "; recomputing its blocks" if what == "load" else "; its blocks stay unsaved")
 
     def shutdown(self) -> None:
         if self.store is not None:
