@@ -72,7 +72,9 @@ class Phase {
     }
     const auto end = t0 + Seconds(p_.seconds);
     std::vector<Clock::time_point> kills = Schedule(t0, p_.kills), flips = Schedule(t0, p_.flips);
-    while (Clock::now() < end) {
+    // Every scheduled kill and corruption happens, even one due in the last
+    // moments of the phase.
+    while (Clock::now() < end || !kills.empty() || !flips.empty()) {
       Drain(10);
       Reap(false);
       if (!kills.empty() && Clock::now() >= kills.back()) {

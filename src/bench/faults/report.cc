@@ -2,10 +2,22 @@
 
 #include <fmt/format.h>
 
+#include <map>
+
 namespace kvtier::bench::faults {
 namespace {
 
-constexpr size_t kMaxListed = 50;  // failures and corruptions kept in the JSON
+constexpr size_t kMaxListed = 20;  // failures (per phase) and corruptions listed
+
+// The first kMaxListed failures of each phase, in order.
+std::vector<const Failure*> Listed(const std::vector<Failure>& all) {
+  std::map<std::string, size_t> per_phase;
+  std::vector<const Failure*> out;
+  for (const Failure& f : all) {
+    if (per_phase[f.phase]++ < kMaxListed) out.push_back(&f);
+  }
+  return out;
+}
 
 nlohmann::json CountersJson(const Counters& c) {
   return {{"blocks_dumped_ok", c.dumped_ok},
@@ -73,9 +85,8 @@ nlohmann::json CampaignReport::ToJson() const {
   j["lost"] = Lost();
   j["passed"] = Passed();
   j["failures"] = nlohmann::json::array();
-  for (size_t i = 0; i < state->failures.size() && i < kMaxListed; ++i) {
-    const Failure& f = state->failures[i];
-    j["failures"].push_back({{"phase", f.phase}, {"block", f.index}, {"what", f.what}});
+  for (const Failure* f : Listed(state->failures)) {
+    j["failures"].push_back({{"phase", f->phase}, {"block", f->index}, {"what", f->what}});
   }
   j["failures_total"] = state->failures.size();
   j["corrupted"] = nlohmann::json::array();
@@ -108,12 +119,12 @@ std::string CampaignReport::ToMarkdown() const {
       ServedWrong(), Lost());
   if (!state->failures.empty()) {
     md += "\nFailures:\n\n";
-    for (size_t i = 0; i < state->failures.size() && i < kMaxListed; ++i) {
-      const Failure& f = state->failures[i];
-      md += fmt::format("- {}: block {}: {}\n", f.phase, f.index, f.what);
+    const auto listed = Listed(state->failures);
+    for (const Failure* f : listed) {
+      md += fmt::format("- {}: block {}: {}\n", f->phase, f->index, f->what);
     }
-    if (state->failures.size() > kMaxListed) {
-      md += fmt::format("- ... {} more\n", state->failures.size() - kMaxListed);
+    if (state->failures.size() > listed.size()) {
+      md += fmt::format("- ... {} more\n", state->failures.size() - listed.size());
     }
   }
   return md;

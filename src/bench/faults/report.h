@@ -3,7 +3,7 @@
 //
 // Contract: Passed() is false when any block was served wrong or lost, or a
 // worker crashed or hung on exit; Failures lists each case with the block and
-// the reason. The JSON keys are stable (tests and bench/results read them).
+// the reason (the first 20 of each phase are listed). The JSON keys are stable (tests and bench/results read them).
 #pragma once
 
 #include <nlohmann/json.hpp>

@@ -41,8 +41,10 @@ class Worker {
       : s_(spec), store_(store), rng_(spec.rng_seed), block_bytes_(spec.layout.block_bytes()) {}
 
   void Run(int stop_fd) {
+    // At least one batch, however late the worker started: the planted
+    // block of a self-test must exist.
     bool first = true;
-    while (!Stopped(stop_fd)) {
+    do {
       ReapHeld();
       if (s_.role == Role::kWriter) {
         WriteBatch(first && s_.plant_wrong && s_.lo == 0 && s_.worker == 0);
@@ -50,7 +52,7 @@ class Worker {
         ReadBatch();
       }
       first = false;
-    }
+    } while (!Stopped(stop_fd));
     ReapHeld();
     for (Held& h : held_)
       static_cast<void>(h.buf.release());  // tasks still running: their memory must outlive them
