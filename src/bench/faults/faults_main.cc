@@ -22,6 +22,7 @@
 #include "bench/bench_main.h"
 #include "bench/faults/pattern.h"
 #include "bench/faults/report.h"
+#include "bench/faults/side_load.h"
 
 namespace kvtier::bench {
 namespace {
@@ -30,10 +31,10 @@ using faults::FaultRates;
 using faults::PhaseSpec;
 
 struct Options {
-  std::string root, pipeline = "Cache|Posix", json, md, log;
+  std::string root, pipeline = "Cache|Posix", json, md, log, store_bench;
   std::vector<std::string> phases{"kill9", "enospc_eio", "hung_fs", "flipped_bytes"};
   uint32_t blocks = 256, batch = 8, layers = 8;
-  double block_kb = 256, seconds = 20, fault_rate = 0.05, cache_mb = 64;
+  double block_kb = 256, seconds = 20, fault_rate = 0.02, cache_mb = 64;
   bool layerwise = false, plant_wrong = false, fsync = false;
   int cycles = 20, flips = 40, writers = 2, readers = 2, hang_ms = 3000, wait_ms = 1000;
   uint64_t seed = 1;
@@ -83,13 +84,13 @@ Result<StoreConfig> MakeConfig(const Options& o) {
 }
 
 nlohmann::json OptionsJson(const Options& o) {
-  return {{"root", o.root},         {"pipeline", o.pipeline},     {"blocks", o.blocks},
-          {"block_kb", o.block_kb}, {"layers", o.layers},         {"layerwise", o.layerwise},
-          {"batch", o.batch},       {"cycles", o.cycles},         {"flips", o.flips},
-          {"seconds", o.seconds},   {"writers", o.writers},       {"readers", o.readers},
-          {"seed", o.seed},         {"fault_rate", o.fault_rate}, {"hang_ms", o.hang_ms},
-          {"wait_ms", o.wait_ms},   {"cache_mb", o.cache_mb},     {"io_fsync", o.fsync},
-          {"phases", o.phases}};
+  return {{"root", o.root},         {"pipeline", o.pipeline},      {"blocks", o.blocks},
+          {"block_kb", o.block_kb}, {"layers", o.layers},          {"layerwise", o.layerwise},
+          {"batch", o.batch},       {"cycles", o.cycles},          {"flips", o.flips},
+          {"seconds", o.seconds},   {"writers", o.writers},        {"readers", o.readers},
+          {"seed", o.seed},         {"fault_rate", o.fault_rate},  {"hang_ms", o.hang_ms},
+          {"wait_ms", o.wait_ms},   {"cache_mb", o.cache_mb},      {"io_fsync", o.fsync},
+          {"phases", o.phases},     {"store_bench", o.store_bench}};
 }
 
 }  // namespace
@@ -125,6 +126,9 @@ int FaultsMain(int argc, char** argv) {
   app.add_flag("--io-fsync", o.fsync, "io_fsync: fsync block files (and the injected fsync EIO)");
   app.add_option("--phases", o.phases, "phases to run, in order")
       ->check(CLI::IsMember({"kill9", "enospc_eio", "hung_fs", "flipped_bytes"}));
+  app.add_option("--store-bench", o.store_bench,
+                 "also run `kvtier-bench store ARGS` on the root during every phase, e.g. "
+                 "\"--blocks 16 --block-mb 1 --rounds 1\"");
   app.add_option("--seed", o.seed, "seed of block contents and every random choice");
   app.add_option("--json", o.json, "write the figures as JSON to this file");
   app.add_option("--worker-log", o.log,
@@ -169,6 +173,11 @@ int FaultsMain(int argc, char** argv) {
   base.wait_timeout = base.flush_timeout = std::chrono::milliseconds(o.wait_ms);
   base.plant_wrong = o.plant_wrong;
 
+  std::vector<PhaseSpec> phases = MakePhases(o);
+  if (!o.store_bench.empty()) {
+    const std::string cmd = faults::StoreBenchCommand(o.root, o.pipeline, o.store_bench);
+    for (PhaseSpec& p : phases) p.side_load = cmd;
+  }
   faults::CampaignState state;
   state.root = o.root;
   state.seed = o.seed;
@@ -176,12 +185,16 @@ int FaultsMain(int argc, char** argv) {
   faults::CampaignReport report;
   std::ostringstream cmd;
   cmd << "kvtier-bench";
-  for (int i = 0; i < argc; ++i) cmd << ' ' << argv[i];
+  for (int i = 0; i < argc; ++i) {  // quoted where a shell would split it
+    const std::string a = argv[i];
+    const bool plain = a.find_first_of(" \t'\"|&;<>()$*?") == std::string::npos && !a.empty();
+    cmd << ' ' << (plain ? a : "'" + a + "'");
+  }
   report.command = cmd.str();
   report.options = OptionsJson(o);
   report.state = &state;
   const auto t0 = std::chrono::steady_clock::now();
-  for (const PhaseSpec& p : MakePhases(o)) {
+  for (const PhaseSpec& p : phases) {
     std::fprintf(stderr, "kvtier-bench faults: phase %s (%.0f s)\n", p.name.c_str(), p.seconds);
     const auto p0 = std::chrono::steady_clock::now();
     faults::Counters c = faults::RunPhase(p, base, &state);

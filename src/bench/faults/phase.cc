@@ -12,11 +12,13 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <memory>
 #include <new>
 #include <random>
 #include <thread>
 
 #include "bench/faults/corrupt.h"
+#include "bench/faults/side_load.h"
 
 namespace kvtier::bench::faults {
 namespace {
@@ -70,6 +72,10 @@ class Phase {
       slots_.push_back(s);
       Spawn(&slots_.back());
     }
+    if (!p_.side_load.empty()) {
+      side_ = std::make_unique<SideLoad>(p_.side_load, base_.log_fd);
+      side_->Start();
+    }
     const auto end = t0 + Seconds(p_.seconds);
     std::vector<Clock::time_point> kills = Schedule(t0, p_.kills), flips = Schedule(t0, p_.flips);
     // Every scheduled kill and corruption happens, even one due in the last
@@ -77,6 +83,7 @@ class Phase {
     while (Clock::now() < end || !kills.empty() || !flips.empty()) {
       Drain(10);
       Reap(false);
+      PollSideLoad();
       if (!kills.empty() && Clock::now() >= kills.back()) {
         kills.pop_back();
         KillOne();
@@ -211,6 +218,13 @@ class Phase {
     }
   }
 
+  void PollSideLoad() {
+    std::string why;
+    if (side_ && !side_->Poll(&why)) {
+      st_->failures.push_back({p_.name, 0, "the side load (" + p_.side_load + ") failed: " + why});
+    }
+  }
+
   void KillOne() {
     Slot& s = slots_[rng_() % slots_.size()];
     if (s.pid < 0) return;
@@ -231,6 +245,12 @@ class Phase {
   // Closes the stop pipe, waits for the workers (killing those stuck past a
   // grace period), then reads the rest of their records.
   void Stop() {
+    if (side_) {
+      PollSideLoad();
+      side_->Stop();
+      c_.side_load_runs = side_->completed();
+      c_.side_load_failed = side_->failed();
+    }
     ::close(stop_wr_);
     const auto grace =
         Clock::now() + base_.wait_timeout * 2 + std::chrono::seconds(20) +
@@ -262,6 +282,7 @@ class Phase {
   CampaignState* st_;
   std::mt19937_64 rng_;
   std::vector<Slot> slots_;
+  std::unique_ptr<SideLoad> side_;
   Counters c_;
   int report_rd_ = -1, report_wr_ = -1, stop_rd_ = -1, stop_wr_ = -1;
   alignas(Record) uint8_t buf_[4096];

@@ -29,12 +29,13 @@ struct PhaseSpec {
   int flips = 0;  // block files corrupted at random over the phase
   FaultRates writer_faults;
   FaultRates reader_faults;
+  std::string side_load;  // command run beside the workers (side_load.h); empty: none
 };
 
 struct Counters {
   uint64_t dumped_ok = 0, dump_failed = 0, served = 0, served_wrong = 0, load_failed = 0,
            corrupt_detected = 0, missed = 0, timeouts = 0, kills = 0, flips = 0, crashed = 0,
-           stuck = 0, open_failed = 0;
+           stuck = 0, open_failed = 0, side_load_runs = 0, side_load_failed = 0;
 };
 
 struct Failure {

@@ -32,7 +32,9 @@ nlohmann::json CountersJson(const Counters& c) {
           {"files_corrupted", c.flips},
           {"workers_crashed", c.crashed},
           {"workers_stuck", c.stuck},
-          {"stores_not_opened", c.open_failed}};
+          {"stores_not_opened", c.open_failed},
+          {"side_load_runs", c.side_load_runs},
+          {"side_load_failed", c.side_load_failed}};
 }
 
 nlohmann::json RatesJson(const FaultRates& r) {
@@ -55,7 +57,9 @@ uint64_t CampaignReport::ServedWrong() const {
 
 bool CampaignReport::Passed() const {
   uint64_t bad = ServedWrong() + Lost();
-  for (const PhaseResult& p : phases) bad += p.counters.crashed + p.counters.stuck;
+  for (const PhaseResult& p : phases) {
+    bad += p.counters.crashed + p.counters.stuck + p.counters.side_load_failed;
+  }
   return bad == 0;
 }
 
@@ -100,14 +104,15 @@ std::string CampaignReport::ToMarkdown() const {
   std::string md = fmt::format("`{}`\n\n", command);
   md +=
       "| phase | s | dumped OK | dumps failed | served | served wrong | loads failed | corrupt "
-      "detected | timeouts | kills | files corrupted | crashed | stuck |\n"
-      "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+      "detected | timeouts | kills | files corrupted | crashed | stuck | side load ok/failed |\n"
+      "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
   for (const PhaseResult& p : phases) {
     const Counters& c = p.counters;
-    md += fmt::format("| {} | {:.0f} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
-                      p.spec.name, p.wall_s, c.dumped_ok, c.dump_failed, c.served, c.served_wrong,
-                      c.load_failed, c.corrupt_detected, c.timeouts, c.kills, c.flips, c.crashed,
-                      c.stuck);
+    md += fmt::format(
+        "| {} | {:.0f} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {}/{} |\n",
+        p.spec.name, p.wall_s, c.dumped_ok, c.dump_failed, c.served, c.served_wrong, c.load_failed,
+        c.corrupt_detected, c.timeouts, c.kills, c.flips, c.crashed, c.stuck, c.side_load_runs,
+        c.side_load_failed);
   }
   md += fmt::format(
       "\nFinal check (fresh store, no capacity limit): {} distinct blocks reported dumped OK, {} "

@@ -1,9 +1,10 @@
 // The fault campaign's figures: one row per phase plus the final check, as
 // a JSON document and a Markdown table.
 //
-// Contract: Passed() is false when any block was served wrong or lost, or a
-// worker crashed or hung on exit; Failures lists each case with the block and
-// the reason (the first 20 of each phase are listed). The JSON keys are stable (tests and bench/results read them).
+// Contract: Passed() is false when any block was served wrong or lost, a
+// worker crashed or hung on exit, or the side load failed; Failures lists each case with the block
+// and the reason (the first 20 of each phase are listed). The JSON keys are stable (tests and
+// bench/results read them).
 #pragma once
 
 #include <nlohmann/json.hpp>
