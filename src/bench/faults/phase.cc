@@ -38,7 +38,8 @@ class Phase {
 
   Counters Run() {
     int rep[2], stop[2];
-    if (::pipe(rep) != 0 || ::pipe(stop) != 0) {
+    // Close-on-exec: the side load (exec'd) must not hold the pipes open.
+    if (::pipe2(rep, O_CLOEXEC) != 0 || ::pipe2(stop, O_CLOEXEC) != 0) {
       std::perror("kvtier-bench faults: pipe");
       std::exit(2);
     }
