@@ -253,6 +253,7 @@ class Phase {
       c_.side_load_failed = side_->failed();
     }
     ::close(stop_wr_);
+    const auto stop = Clock::now();
     const auto grace =
         Clock::now() + base_.wait_timeout * 2 + std::chrono::seconds(20) +
         std::chrono::milliseconds(std::max(p_.writer_faults.hang_ms, p_.reader_faults.hang_ms) * 4);
@@ -263,6 +264,7 @@ class Phase {
       Drain(10);
       Reap(true);
     }
+    c_.stop_s = std::chrono::duration<double>(Clock::now() - stop).count();
     for (Slot& s : slots_) {
       if (s.pid < 0) continue;
       ::kill(s.pid, SIGKILL);

@@ -34,7 +34,8 @@ nlohmann::json CountersJson(const Counters& c) {
           {"workers_stuck", c.stuck},
           {"stores_not_opened", c.open_failed},
           {"side_load_runs", c.side_load_runs},
-          {"side_load_failed", c.side_load_failed}};
+          {"side_load_failed", c.side_load_failed},
+          {"stop_s", c.stop_s}};
 }
 
 nlohmann::json RatesJson(const FaultRates& r) {
@@ -104,15 +105,16 @@ std::string CampaignReport::ToMarkdown() const {
   std::string md = fmt::format("`{}`\n\n", command);
   md +=
       "| phase | s | dumped OK | dumps failed | served | served wrong | loads failed | corrupt "
-      "detected | timeouts | kills | files corrupted | crashed | stuck | side load ok/failed |\n"
-      "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+      "detected | timeouts | kills | files corrupted | crashed | stuck | stop s | side load "
+      "ok/failed |\n"
+      "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
   for (const PhaseResult& p : phases) {
     const Counters& c = p.counters;
     md += fmt::format(
-        "| {} | {:.0f} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {}/{} |\n",
+        "| {} | {:.0f} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1f} | {}/{} |\n",
         p.spec.name, p.wall_s, c.dumped_ok, c.dump_failed, c.served, c.served_wrong, c.load_failed,
-        c.corrupt_detected, c.timeouts, c.kills, c.flips, c.crashed, c.stuck, c.side_load_runs,
-        c.side_load_failed);
+        c.corrupt_detected, c.timeouts, c.kills, c.flips, c.crashed, c.stuck, c.stop_s,
+        c.side_load_runs, c.side_load_failed);
   }
   md += fmt::format(
       "\nFinal check (fresh store, no capacity limit): {} distinct blocks reported dumped OK, {} "
