@@ -1,5 +1,6 @@
 // kvtier-bench: `store` measures the block store against memcpy and raw file
-// I/O; `serve` is an OpenAI-API load generator after `vllm bench serve`.
+// I/O; `serve` is an OpenAI-API load generator after `vllm bench serve`;
+// `faults` is the fault campaign (kill -9, ENOSPC/EIO, hangs, flipped bytes).
 #include <cstdio>
 #include <cstring>
 
@@ -8,9 +9,10 @@
 namespace {
 void Usage() {
   std::fprintf(stderr,
-               "usage: kvtier-bench <store|serve> [options]\n"
+               "usage: kvtier-bench <store|serve|faults> [options]\n"
                "  store  benchmark the tiered block store (kvtier-bench store --help)\n"
-               "  serve  load-test an OpenAI-compatible server (kvtier-bench serve --help)\n");
+               "  serve  load-test an OpenAI-compatible server (kvtier-bench serve --help)\n"
+               "  faults fault campaign on one store root (kvtier-bench faults --help)\n");
 }
 }  // namespace
 
@@ -21,6 +23,7 @@ int main(int argc, char** argv) {
   }
   if (!std::strcmp(argv[1], "store")) return kvtier::bench::StoreMain(argc - 1, argv + 1);
   if (!std::strcmp(argv[1], "serve")) return kvtier::bench::ServeMain(argc - 1, argv + 1);
+  if (!std::strcmp(argv[1], "faults")) return kvtier::bench::FaultsMain(argc - 1, argv + 1);
   std::fprintf(stderr, "kvtier-bench: unknown subcommand '%s'\n", argv[1]);
   Usage();
   return 2;

@@ -4,7 +4,8 @@
 
 namespace kvtier::bench {
 
-int StoreMain(int argc, char** argv);  // kvtier-bench store
-int ServeMain(int argc, char** argv);  // kvtier-bench serve
+int StoreMain(int argc, char** argv);   // kvtier-bench store
+int ServeMain(int argc, char** argv);   // kvtier-bench serve
+int FaultsMain(int argc, char** argv);  // kvtier-bench faults
 
 }  // namespace kvtier::bench
