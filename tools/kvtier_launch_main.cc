@@ -83,7 +83,16 @@ int main(int argc, char** argv) {
     if (!c.ok()) return Fail(c.status());
     auto planned = kvtier::launch::PlanCluster(*c, BinDir(), !no_port_check);
     if (!planned.ok()) return Fail(planned.status());
-    stages = std::move(*planned);
+    if (!planned->setup.empty()) {
+      const std::string log = c->run_dir + "/logs/setup.log";
+      fmt::print("kvtier-launch: running {} setup commands, log {}\n", planned->setup.size(), log);
+      std::fflush(stdout);
+      if (kvtier::Status s = kvtier::launch::RunSetup(planned->setup, log); !s.ok()) {
+        fmt::print(stderr, "kvtier-launch: {}\n", s.message());
+        return 1;
+      }
+    }
+    stages = std::move(planned->stages);
   } else {
     NodeOptions node;
     if (!config.empty()) {

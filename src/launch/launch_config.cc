@@ -1,5 +1,7 @@
 #include "launch/launch_config.h"
 
+#include <time.h>
+
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -8,6 +10,8 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <yaml-cpp/yaml.h>
+
+#include "launch/child_process.h"
 
 namespace kvtier::launch {
 namespace {
@@ -137,8 +141,8 @@ Result<ClusterOptions> ParseClusterYaml(const std::string& yaml, const std::stri
   auto root = ParseYaml(yaml, origin);
   if (!root.ok()) return root.status();
   const YAML::Node& r = *root;
-  if (Status s =
-          Unknown(r, {"run_dir", "vars", "prefill", "decode", "proxy", "ucm_config"}, origin);
+  if (Status s = Unknown(
+          r, {"run_dir", "vars", "setup", "prefill", "decode", "proxy", "ucm_config"}, origin);
       !s.ok()) {
     return s;
   }
@@ -146,6 +150,13 @@ Result<ClusterOptions> ParseClusterYaml(const std::string& yaml, const std::stri
   if (Status s = Get(r, "run_dir", origin, &c.run_dir); !s.ok()) return s;
   if (c.run_dir.empty()) return Bad(origin, "run_dir", "required: where logs and the store go");
   if (Status s = GetMap(r, "vars", origin, &c.vars); !s.ok()) return s;
+  if (const YAML::Node setup = r["setup"]) {
+    try {
+      c.setup = setup.as<std::vector<std::string>>();
+    } catch (const YAML::Exception&) {
+      return Bad(origin, "setup", "expected a list of commands");
+    }
+  }
   for (auto [key, node] : {std::pair{"prefill", &c.prefill}, {"decode", &c.decode}}) {
     if (!r[key]) return Bad(origin, key, "required: the ranks of this role");
     auto n = NodeFromYaml(r[key], fmt::format("{}: {}", origin, key), key);
@@ -215,9 +226,8 @@ Result<std::vector<ServiceSpec>> PlanNodeServices(const NodeOptions& node,
   return out;
 }
 
-Result<std::vector<std::vector<ServiceSpec>>> PlanCluster(const ClusterOptions& c,
-                                                          const std::string& bin_dir,
-                                                          bool check_ports) {
+Result<ClusterPlan> PlanCluster(const ClusterOptions& c, const std::string& bin_dir,
+                                bool check_ports) {
   const fs::path run = c.run_dir;
   std::error_code ec;
   for (const fs::path& d : {run, run / "logs", run / "store"}) {
@@ -278,7 +288,31 @@ Result<std::vector<std::vector<ServiceSpec>>> PlanCluster(const ClusterOptions& 
   proxy.health_port = c.proxy_port;
   std::vector<ServiceSpec> engines = std::move(*prefill);
   for (ServiceSpec& s : *decode) engines.push_back(std::move(s));
-  return std::vector<std::vector<ServiceSpec>>{std::move(engines), {std::move(proxy)}};
+  ClusterPlan plan;
+  for (const std::string& line : c.setup) {
+    auto rendered = Render(line, extra);
+    if (!rendered.ok()) return Status::InvalidArgument("setup: " + rendered.status().message());
+    plan.setup.push_back(std::move(*rendered));
+  }
+  plan.stages = {std::move(engines), {std::move(proxy)}};
+  return plan;
+}
+
+Status RunSetup(const std::vector<std::string>& commands, const std::string& log_path) {
+  for (const std::string& cmd : commands) {
+    auto child = ChildProcess::Start(cmd, {}, log_path);
+    if (!child.ok()) return child.status();
+    while ((*child)->Poll()) {
+      struct timespec ts = {0, 20'000'000};
+      ::nanosleep(&ts, nullptr);
+    }
+    const std::string how = (*child)->ExitDescription();
+    if (how != "exited with status 0") {
+      return Status::Aborted(fmt::format("setup command `{}` {}; last lines of {}:\n{}", cmd, how,
+                                         log_path, TailOfFile(log_path, 20)));
+    }
+  }
+  return Status::OK();
 }
 
 }  // namespace kvtier::launch

@@ -30,6 +30,9 @@ struct ClusterOptions {
   int proxy_port = 8000;
   std::string proxy_command;  // empty: kvtier-proxy beside this binary
   std::string ucm_config;     // YAML written to {run_dir}/ucm_config.yaml; "" for none
+  // Commands run one after the other before any service starts (templated;
+  // e.g. generating a model directory every rank then shares).
+  std::vector<std::string> setup;
 };
 
 Result<ClusterOptions> LoadClusterFile(const std::string& path);
@@ -40,11 +43,20 @@ Result<std::vector<ServiceSpec>> PlanNodeServices(const NodeOptions& node,
                                                   const TemplateVars& extra,
                                                   const std::string& log_dir, bool check_ports);
 
-// Stage 1: prefill and decode ranks; stage 2: the proxy. Creates run_dir,
-// its logs/ and store/ folders and writes ucm_config.yaml. `bin_dir` is
-// where kvtier's binaries are ({bin_dir} in templates).
-Result<std::vector<std::vector<ServiceSpec>>> PlanCluster(const ClusterOptions& cluster,
-                                                          const std::string& bin_dir,
-                                                          bool check_ports);
+// What a cluster runs: the rendered setup commands, then stage 1 (prefill
+// and decode ranks) and stage 2 (the proxy).
+struct ClusterPlan {
+  std::vector<std::string> setup;
+  std::vector<std::vector<ServiceSpec>> stages;
+};
+
+// Creates run_dir, its logs/ and store/ folders and writes ucm_config.yaml.
+// `bin_dir` is where kvtier's binaries are ({bin_dir} in templates).
+Result<ClusterPlan> PlanCluster(const ClusterOptions& cluster, const std::string& bin_dir,
+                                bool check_ports);
+
+// Runs each setup command with /bin/sh -c, output appended to log_path;
+// the first that fails is an error quoting the end of the log.
+Status RunSetup(const std::vector<std::string>& commands, const std::string& log_path);
 
 }  // namespace kvtier::launch

@@ -176,7 +176,7 @@ TEST(LaunchConfig, ClusterPlansEnginesThenTheProxyAndWritesTheUcmConfig) {
   std::filesystem::remove_all(run);
   auto c =
       ParseClusterYaml("run_dir: " + run +
-                           "\nvars: {model: /m}\n"
+                           "\nvars: {model: /m}\nsetup: ['prepare {model} {store_dir}']\n"
                            "prefill: {dp_size: 2, dp_size_local: 2, cards_per_node: 2,\n"
                            "  server_port: 9100, kv_port: 9200,\n"
                            "  command: 'serve {model} --port {server_port} {ucm_config}'}\n"
@@ -187,8 +187,10 @@ TEST(LaunchConfig, ClusterPlansEnginesThenTheProxyAndWritesTheUcmConfig) {
                            "'{store_dir}'}}]}\n",
                        "c.yaml");
   ASSERT_TRUE(c.ok()) << c.status().ToString();
-  auto stages = PlanCluster(*c, "/bin", /*check_ports=*/false);
-  ASSERT_TRUE(stages.ok()) << stages.status().ToString();
+  auto plan = PlanCluster(*c, "/bin", /*check_ports=*/false);
+  ASSERT_TRUE(plan.ok()) << plan.status().ToString();
+  const auto* stages = &plan->stages;
+  EXPECT_EQ(plan->setup, (std::vector<std::string>{"prepare /m " + run + "/store"}));
   ASSERT_EQ(stages->size(), 2u);
   ASSERT_EQ((*stages)[0].size(), 3u);
   EXPECT_EQ((*stages)[0][1].command, "serve /m --port 9101 " + run + "/ucm_config.yaml");
@@ -210,12 +212,12 @@ TEST(LaunchConfig, ClusterRolesMustNotShareAPort) {
           "decode: {server_port: 9100, kv_port: 9400, command: y}\n",
       "c.yaml");
   ASSERT_TRUE(c.ok());
-  auto stages = PlanCluster(*c, "/bin", false);
-  ASSERT_FALSE(stages.ok());
-  EXPECT_NE(stages.status().message().find(
+  auto plan = PlanCluster(*c, "/bin", false);
+  ASSERT_FALSE(plan.ok());
+  EXPECT_NE(plan.status().message().find(
                 "port clash: prefill-dp0 server_port and decode-dp0 server_port are both 9100"),
             std::string::npos)
-      << stages.status().message();
+      << plan.status().message();
 }
 
 }  // namespace

@@ -250,6 +250,7 @@ TEST(LaunchProcess, ClusterStartsEnginesThenTheProxyThatRoutesToThem) {
   fs::create_directories(run);
   std::ofstream(run + "/cluster.yaml")
       << "run_dir: " << run << "\n"
+      << "setup: ['touch {run_dir}/setup-ran']\n"
       << "prefill: {dp_size: 2, dp_size_local: 2, cards_per_node: 2, server_port: " << base
       << ", kv_port: " << base + 10 << ", command: '" << kEngine << "'}\n"
       << "decode: {server_port: " << base + 2 << ", kv_port: " << base + 20 << ", command: '"
@@ -261,6 +262,7 @@ TEST(LaunchProcess, ClusterStartsEnginesThenTheProxyThatRoutesToThem) {
   ASSERT_EQ(services.size(), 4u);
   EXPECT_EQ(services[3]["label"], "proxy");
   EXPECT_TRUE(fs::is_directory(run + "/store"));
+  EXPECT_TRUE(fs::exists(run + "/setup-ran"));
   // A completion through the proxy reaches a prefill and the decode rank.
   kvtier::net::Endpoint proxy;
   proxy.port = static_cast<uint16_t>(base + 3);
@@ -272,6 +274,26 @@ TEST(LaunchProcess, ClusterStartsEnginesThenTheProxyThatRoutesToThem) {
   ::kill(l.pid(), SIGTERM);
   EXPECT_EQ(l.Wait(std::chrono::seconds(20)), 0) << l.out();
   for (const auto& s : services) EXPECT_TRUE(Gone(s["pid"].get<pid_t>()));
+}
+
+TEST(LaunchProcess, AFailingSetupCommandStopsTheClusterBeforeAnyServiceStarts) {
+  const int base = FreePortBase(6);
+  const std::string run = ::testing::TempDir() + "/launch_setup_" + std::to_string(::getpid());
+  fs::remove_all(run);
+  fs::create_directories(run);
+  std::ofstream(run + "/cluster.yaml")
+      << "run_dir: " << run << "\n"
+      << "setup: ['echo no model here; exit 4']\n"
+      << "prefill: {server_port: " << base << ", kv_port: " << base + 10 << ", command: '"
+      << kEngine << "'}\n"
+      << "decode: {server_port: " << base + 2 << ", kv_port: " << base + 20 << ", command: '"
+      << kEngine << "'}\n"
+      << "proxy: {port: " << base + 3 << "}\n";
+  Launch l({"--cluster", run + "/cluster.yaml"});
+  EXPECT_EQ(l.Wait(std::chrono::seconds(20)), 1) << l.out();
+  EXPECT_NE(l.out().find("exited with status 4"), std::string::npos) << l.out();
+  EXPECT_NE(l.out().find("no model here"), std::string::npos) << l.out();
+  EXPECT_FALSE(fs::exists(run + "/logs/prefill-dp0.log"));
 }
 
 }  // namespace
