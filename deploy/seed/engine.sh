@@ -1,0 +1,55 @@
+#!/bin/sh
+# One vLLM engine rank of the seed's PD deployment on kvtier: what the seed's
+# prefill.sh and decode.sh run, for either role. prefill.sh / decode.sh call
+# it as `engine.sh ROLE` followed by the seed's positional arguments (which
+# kvtier-launch passes, see *_node.yaml):
+#   device_list local_ip nic_name server_port tp_size dp_size dp_rank
+#   dp_address dp_rpc_port kv_port
+# P->D mode (KVTIER_PD_MODE):
+#   store (default): prefill runs UCMConnector kv_both and saves every full
+#                    prompt block to the shared store; decode runs it as
+#                    kv_consumer and loads them from there.
+#   nixl:            prefill runs MultiConnector[NixlConnector, UCMConnector]
+#                    (the seed's shape, NIXL in Mooncake's place); decode runs
+#                    NixlConnector and pulls the KV from the prefill rank.
+# Site settings from the environment: KVTIER_MODEL (required),
+# KVTIER_UCM_CONFIG (required in store mode and on prefill), KVTIER_PYTHON
+# (default python3), KVTIER_ENGINE_ARGS (extra engine flags), KVTIER_DP_GROUP
+# (set for MoE models: keep vLLM's DP group, as the seed does with
+# --enable-expert-parallel; dense models run DP ranks as independent engines).
+set -eu
+role=$1
+device_list=$2 local_ip=$3 nic_name=$4 server_port=$5 tp_size=$6 dp_size=$7
+dp_rank=$8 dp_address=$9 dp_rpc_port=${10} kv_port=${11}
+mode=${KVTIER_PD_MODE:-store}
+
+export PYTHONHASHSEED=0 PYTHONUNBUFFERED=1
+export GLOO_SOCKET_IFNAME=$nic_name TP_SOCKET_IFNAME=$nic_name
+export CUDA_VISIBLE_DEVICES=$device_list
+export VLLM_NIXL_SIDE_CHANNEL_HOST=$local_ip VLLM_NIXL_SIDE_CHANNEL_PORT=$kv_port
+
+ucm() {  # the kvtier connector in role $1
+  echo '{"kv_connector": "UCMConnector", "kv_role": "'"$1"'",
+         "kv_connector_module_path": "kvtier.integration.vllm.ucm_connector",
+         "kv_load_failure_policy": "recompute",
+         "kv_connector_extra_config": {"UCM_CONFIG_FILE": "'"$KVTIER_UCM_CONFIG"'"}}'
+}
+case "$role/$mode" in
+  prefill/store) ktc=$(ucm kv_both) ;;
+  prefill/nixl)  ktc='{"kv_connector": "MultiConnector", "kv_role": "kv_producer",
+                       "kv_connector_extra_config": {"connectors": [
+                         {"kv_connector": "NixlConnector", "kv_role": "kv_producer"},
+                         '"$(ucm kv_both)"']}}' ;;
+  decode/store)  ktc=$(ucm kv_consumer) ;;
+  decode/nixl)   ktc='{"kv_connector": "NixlConnector", "kv_role": "kv_consumer"}' ;;
+  *) echo "engine.sh: role must be prefill or decode, KVTIER_PD_MODE store or nixl" \
+          "(got $role, $mode)" >&2; exit 2 ;;
+esac
+
+exec "${KVTIER_PYTHON:-python3}" -m vllm.entrypoints.openai.api_server \
+  --model "$KVTIER_MODEL" --host "$local_ip" --port "$server_port" \
+  --tensor-parallel-size "$tp_size" --seed 1024 \
+  ${KVTIER_DP_GROUP:+--data-parallel-size "$dp_size" --data-parallel-rank "$dp_rank"} \
+  ${KVTIER_DP_GROUP:+--data-parallel-address "$dp_address" --data-parallel-rpc-port "$dp_rpc_port"} \
+  ${KVTIER_ENGINE_ARGS:-} \
+  --kv-transfer-config "$ktc"
