@@ -1,5 +1,7 @@
 #include "bench/faults/fault_env.h"
 
+#include <time.h>
+
 #include <cerrno>
 #include <chrono>
 #include <thread>
@@ -46,7 +48,12 @@ Status RandomFaultEnv::Draw(double enospc, double eio, const std::string& what) 
   }
   if (u_hang < rates_.hang) {
     injected_.hangs.fetch_add(1, std::memory_order_relaxed);
-    std::this_thread::sleep_for(std::chrono::milliseconds(rates_.hang_ms));
+    // Like a real interruptible wait in the kernel (NFS, FUSE): a signal
+    // (Store::Cancel's) ends it with EINTR; the call then does nothing.
+    const timespec ts{rates_.hang_ms / 1000, (rates_.hang_ms % 1000) * 1'000'000L};
+    if (::nanosleep(&ts, nullptr) != 0 && errno == EINTR) {
+      return Status::FromErrno(EINTR, "interrupted while hung: " + what);
+    }
   }
   if (u_fault < enospc) {
     injected_.enospc.fetch_add(1, std::memory_order_relaxed);

@@ -61,6 +61,9 @@ class RandomFaultEnv : public Env {
   Status WithFileLock(const std::string& path, const std::function<Status()>& fn) override {
     return base_->WithFileLock(path, fn);
   }
+  Result<std::unique_ptr<FileLock>> LockFile(const std::string& path, bool wait) override {
+    return base_->LockFile(path, wait);
+  }
 
  private:
   Env* base_;

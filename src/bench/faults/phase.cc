@@ -166,6 +166,16 @@ class Phase {
       case Event::kTimedOut:
         ++c_.timeouts;
         break;
+      case Event::kCancelled:
+        ++c_.cancelled;
+        break;
+      case Event::kWrittenAfterCancel:
+        ++c_.written_after_cancel;
+        st_->failures.push_back(
+            {p_.name, r.index,
+             fmt::format("{}: the store wrote into a cancelled load's memory (first at offset {})",
+                         who, r.detail)});
+        break;
       case Event::kOpenFailed:
         ++c_.open_failed;
         st_->failures.push_back({p_.name, 0,

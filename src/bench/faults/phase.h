@@ -35,7 +35,8 @@ struct PhaseSpec {
 struct Counters {
   uint64_t dumped_ok = 0, dump_failed = 0, served = 0, served_wrong = 0, load_failed = 0,
            corrupt_detected = 0, missed = 0, timeouts = 0, kills = 0, flips = 0, crashed = 0,
-           stuck = 0, open_failed = 0, side_load_runs = 0, side_load_failed = 0;
+           stuck = 0, open_failed = 0, side_load_runs = 0, side_load_failed = 0, cancelled = 0,
+           written_after_cancel = 0;
   double stop_s = 0;  // from the stop until the last worker exited
 };
 

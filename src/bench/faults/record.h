@@ -15,14 +15,16 @@
 namespace kvtier::bench::faults {
 
 enum class Event : uint8_t {
-  kDumpOk,       // dump and flush returned OK: the block must be loadable from now on
-  kDumpFailed,   // the store reported the dump (or its flush) failed: allowed
-  kServed,       // load OK and every byte as expected
-  kServedWrong,  // load OK but bytes differ (detail: first bad offset) or never dumped
-  kLoadFailed,   // load reported the block failed (code: the task's Status code)
-  kMissed,       // Lookup said absent
-  kTimedOut,     // Wait returned TimedOut for a task holding this block
-  kOpenFailed,   // the worker could not open its Store (code: Status code)
+  kDumpOk,              // dump and flush returned OK: the block must be loadable from now on
+  kDumpFailed,          // the store reported the dump (or its flush) failed: allowed
+  kServed,              // load OK and every byte as expected
+  kServedWrong,         // load OK but bytes differ (detail: first bad offset) or never dumped
+  kLoadFailed,          // load reported the block failed (code: the task's Status code)
+  kMissed,              // Lookup said absent
+  kTimedOut,            // Wait returned TimedOut for a task holding this block
+  kOpenFailed,          // the worker could not open its Store (code: Status code)
+  kCancelled,           // a timed-out task was cancelled (Store::Cancel returned)
+  kWrittenAfterCancel,  // a cancelled load's buffer changed after Cancel returned: a bug
 };
 
 enum class Role : uint8_t { kWriter, kReader };

@@ -28,6 +28,8 @@ nlohmann::json CountersJson(const Counters& c) {
           {"corrupt_detected", c.corrupt_detected},
           {"lookup_misses", c.missed},
           {"timeouts", c.timeouts},
+          {"cancelled_tasks", c.cancelled},
+          {"written_after_cancel", c.written_after_cancel},
           {"kills", c.kills},
           {"files_corrupted", c.flips},
           {"workers_crashed", c.crashed},
@@ -59,7 +61,8 @@ uint64_t CampaignReport::ServedWrong() const {
 bool CampaignReport::Passed() const {
   uint64_t bad = ServedWrong() + Lost();
   for (const PhaseResult& p : phases) {
-    bad += p.counters.crashed + p.counters.stuck + p.counters.side_load_failed;
+    bad += p.counters.crashed + p.counters.stuck + p.counters.side_load_failed +
+           p.counters.written_after_cancel;
   }
   return bad == 0;
 }
@@ -105,16 +108,17 @@ std::string CampaignReport::ToMarkdown() const {
   std::string md = fmt::format("`{}`\n\n", command);
   md +=
       "| phase | s | dumped OK | dumps failed | served | served wrong | loads failed | corrupt "
-      "detected | timeouts | kills | files corrupted | crashed | stuck | stop s | side load "
-      "ok/failed |\n"
-      "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+      "detected | timeouts | tasks cancelled | written after cancel | kills | files corrupted | "
+      "crashed | stuck | stop s | side load ok/failed |\n"
+      "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
   for (const PhaseResult& p : phases) {
     const Counters& c = p.counters;
     md += fmt::format(
-        "| {} | {:.0f} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1f} | {}/{} |\n",
+        "| {} | {:.0f} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1f} | "
+        "{}/{} |\n",
         p.spec.name, p.wall_s, c.dumped_ok, c.dump_failed, c.served, c.served_wrong, c.load_failed,
-        c.corrupt_detected, c.timeouts, c.kills, c.flips, c.crashed, c.stuck, c.stop_s,
-        c.side_load_runs, c.side_load_failed);
+        c.corrupt_detected, c.timeouts, c.cancelled, c.written_after_cancel, c.kills, c.flips,
+        c.crashed, c.stuck, c.stop_s, c.side_load_runs, c.side_load_failed);
   }
   md += fmt::format(
       "\nFinal check (fresh store, no capacity limit): {} distinct blocks reported dumped OK, {} "

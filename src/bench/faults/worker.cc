@@ -20,6 +20,16 @@ using Clock = std::chrono::steady_clock;
 
 // A timed-out batch: its memory, the tasks that may still use it, and for a
 // dump the blocks to report once every task is done.
+// A cancelled load's buffer, filled with kPoison once Cancel returned: it
+// must stay so (Store::Cancel's contract), checked a while later.
+struct Watched {
+  std::unique_ptr<uint8_t[]> buf;
+  size_t bytes = 0;
+  uint32_t block = 0;  // first block of the batch, for the report
+  Clock::time_point check_at;
+};
+constexpr uint8_t kPoison = 0x5a;
+
 struct Held {
   std::vector<TaskId> tasks;
   std::unique_ptr<uint8_t[]> buf;
@@ -54,6 +64,9 @@ class Worker {
       first = false;
     } while (!Stopped(stop_fd));
     ReapHeld();
+    // Cancelled loads' buffers are checked only once their hang would have ended.
+    std::this_thread::sleep_for(std::chrono::milliseconds(s_.faults.hang_ms));
+    CheckWatched(true);
     for (Held& h : held_)
       static_cast<void>(h.buf.release());  // tasks still running: their memory must outlive them
   }
@@ -126,7 +139,11 @@ class Worker {
   }
 
   // Starts the batch's tasks (one per layer when layerwise) and waits for
-  // each; on a timeout the memory moves to held_ with the unfinished tasks.
+  // each. A task that times out is cancelled: once Cancel returns, a dump's
+  // buffer is overwritten (a store still reading it would publish wrong
+  // bytes, which readers and the final check catch) and a load's is
+  // poisoned and watched. Only if Cancel fails does the memory move to
+  // held_ with the unfinished tasks, kept until they end.
   BatchResult Move(bool load, const std::vector<uint32_t>& idx, std::unique_ptr<uint8_t[]>& buf) {
     BatchResult r;
     const uint32_t n = s_.layout.num_shards, step = s_.layerwise ? 1 : n;
@@ -147,14 +164,28 @@ class Worker {
       Status w = store_->Wait(t, s_.wait_timeout, &tr);
       if (w.IsTimedOut()) {
         r.timed_out = true;
-        unfinished.tasks.push_back(t);
+        Status c = store_->Cancel(t);
+        if (c.ok() || c.IsNotFound()) {
+          Report(Event::kCancelled, idx.front());   // one record per task
+          r.failed.insert(idx.begin(), idx.end());  // what it moved is unknown
+        } else {
+          unfinished.tasks.push_back(t);
+        }
         continue;
       }
       if (!w.ok()) tr.status = w;
       if (!tr.status.ok()) r.code = tr.status.code();
       MarkFailed(w, tr, idx, &r.failed);
     }
-    if (r.timed_out) {
+    if (r.timed_out && unfinished.tasks.empty()) {
+      const size_t bytes = idx.size() * block_bytes_;
+      std::memset(buf.get(), kPoison, bytes);
+      if (load) {
+        watched_.push_back(Watched{std::move(buf), bytes, idx.front(),
+                                   Clock::now() + std::chrono::milliseconds(s_.faults.hang_ms)});
+      }
+      for (uint32_t i : idx) Report(Event::kTimedOut, i);
+    } else if (r.timed_out) {
       unfinished.dump = !load;
       unfinished.blocks = idx;
       unfinished.failed = r.failed;
@@ -175,9 +206,24 @@ class Worker {
     }
   }
 
+  // Checks cancelled loads' buffers once their hang would have ended.
+  void CheckWatched(bool all) {
+    std::erase_if(watched_, [&](const Watched& w) {
+      if (!all && Clock::now() < w.check_at) return false;
+      for (size_t off = 0; off < w.bytes; ++off) {
+        if (w.buf[off] != kPoison) {
+          Report(Event::kWrittenAfterCancel, w.block, static_cast<uint32_t>(off));
+          break;
+        }
+      }
+      return true;
+    });
+  }
+
   // Frees the memory of timed-out batches whose tasks have all ended; the
   // blocks of a dump that ended well wait for the next successful flush.
   void ReapHeld() {
+    CheckWatched(false);
     for (Held& h : held_) {
       std::erase_if(h.tasks, [&](TaskId t) {
         bool done = false;
@@ -276,6 +322,7 @@ class Worker {
   std::mt19937_64 rng_;
   uint64_t block_bytes_;
   std::vector<Held> held_;
+  std::vector<Watched> watched_;
   std::vector<uint32_t> pending_;  // dumped OK, awaiting a successful Flush
 };
 

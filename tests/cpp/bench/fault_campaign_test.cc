@@ -3,13 +3,17 @@
 // and a planted wrong block that must fail the campaign.
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <pthread.h>
+#include <signal.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "bench/faults/fault_env.h"
@@ -83,6 +87,35 @@ TEST(FaultCampaignEnv, InjectsFaultsAndReleasesHangs) {
   std::filesystem::remove(path);
 }
 
+void NoOpHandler(int) {}
+
+TEST(FaultCampaignEnv, AHungCallEndsWithEintrWhenSignalledLikeARealBlockingCall) {
+  struct sigaction sa {};
+  sa.sa_handler = NoOpHandler;  // no SA_RESTART, as Store::Cancel's signal
+  sigaction(SIGUSR2, &sa, nullptr);
+  kvtier::bench::faults::FaultRates hang{.hang = 1, .hang_ms = 20'000};
+  kvtier::bench::faults::RandomFaultEnv slow(kvtier::Env::Default(), hang, 1);
+  const std::string path = ::testing::TempDir() + "/fault_env_eintr";
+  kvtier::OpenOptions w;
+  w.write = true;
+  w.create = true;
+  kvtier::Status got;
+  std::atomic<bool> done{false};
+  std::thread t([&] {
+    got = slow.Open(path, w).status();
+    done = true;
+  });
+  const auto t0 = std::chrono::steady_clock::now();
+  while (!done && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(10)) {
+    pthread_kill(t.native_handle(), SIGUSR2);
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  t.join();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(10));
+  EXPECT_NE(got.ToString().find("interrupted while hung"), std::string::npos) << got.ToString();
+  std::filesystem::remove(path);
+}
+
 TEST_F(FaultCampaign, TinyCampaignReportsEveryPhase) {
   const auto r =
       Run("--blocks 64 --block-kb 16 --layers 2 --layerwise --seconds 1 --cycles 3 --flips 4 "
@@ -100,6 +133,11 @@ TEST_F(FaultCampaign, TinyCampaignReportsEveryPhase) {
       EXPECT_TRUE(p.contains(key)) << names[i] << " " << key;
     }
     EXPECT_EQ(p["served_wrong"], 0) << names[i];
+    // Every timed-out task is cancelled, and none writes afterwards.
+    if (p["timeouts"].get<int>() > 0) {
+      EXPECT_GT(p["cancelled_tasks"].get<int>(), 0) << names[i];
+    }
+    EXPECT_EQ(p["written_after_cancel"], 0) << names[i];
     EXPECT_EQ(p["workers_crashed"], 0) << names[i];
     EXPECT_EQ(p["workers_stuck"], 0) << names[i];
   }
