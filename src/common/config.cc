@@ -170,8 +170,18 @@ Status ParseStoreSection(const Parser& p, const YAML::Node& cfg, StoreConfig* ou
     KVTIER_RETURN_IF_ERROR(p.GetInt(cfg["io_threads"], "io_threads", 1, 64, &out->io_threads));
   }
   if (cfg["tmp_max_age_s"]) {
+    // Another host's unlocked temporary file is removed once this old (its
+    // writer's lock may not be visible here), so a value below a write-back's
+    // duration plus clock skew between hosts removes files still being written.
+    constexpr int kMinTmpMaxAgeS = 60;
     KVTIER_RETURN_IF_ERROR(
         p.GetInt(cfg["tmp_max_age_s"], "tmp_max_age_s", 0, 1 << 30, &out->tmp_max_age_s));
+    if (out->tmp_max_age_s < kMinTmpMaxAgeS) {
+      return p.Error("tmp_max_age_s",
+                     fmt::format("must be at least {} s (other hosts' temporary files younger "
+                                 "than this may still be written), got {}",
+                                 kMinTmpMaxAgeS, out->tmp_max_age_s));
+    }
   }
   return Status::OK();
 }

@@ -24,18 +24,25 @@ size_t TotalLen(std::span<const iovec> iov) {
   return n;
 }
 
-// Copies between a contiguous buffer and scattered segments.
-void Gather(std::span<const iovec> src, uint8_t* dst) {
-  for (const iovec& v : src) {
-    std::memcpy(dst, v.iov_base, v.iov_len);
-    dst += v.iov_len;
+// O_DIRECT needs aligned memory, and the caller's need not be: a shard moves
+// between `file` at `offset` and `io` through one aligned, stride-sized
+// buffer (padding zeroed on writes). Reads hash the shard into `sum`.
+Status BounceShard(File* file, uint64_t offset, std::span<const iovec> io, const BlockGeometry& g,
+                   bool write, StreamingChecksum* sum) {
+  AlignedBuffer bounce(g.stride);
+  iovec v{bounce.data(), g.stride};
+  uint8_t* p = bounce.data();
+  if (!write) KVTIER_RETURN_IF_ERROR(file->ReadV(offset, {&v, 1}));
+  for (const iovec& seg : io) {
+    write ? std::memcpy(p, seg.iov_base, seg.iov_len) : std::memcpy(seg.iov_base, p, seg.iov_len);
+    p += seg.iov_len;
   }
-}
-void Scatter(const uint8_t* src, std::span<const iovec> dst) {
-  for (const iovec& v : dst) {
-    std::memcpy(v.iov_base, src, v.iov_len);
-    src += v.iov_len;
+  if (!write) {
+    sum->Update(bounce.data(), g.layout.shard_bytes);
+    return Status::OK();
   }
+  std::memset(p, 0, g.stride - g.layout.shard_bytes);
+  return file->WriteV(offset, {&v, 1});
 }
 
 size_t OpenBlockBudget() {
@@ -225,39 +232,36 @@ Status PosixTier::ReadVerified(const BlockId& id, uint64_t bytes, bool whole_blo
 
 Status PosixTier::ReadShard(const BlockId& id, uint32_t shard, std::span<const iovec> dst,
                             uint64_t* checksum, ReadFor purpose) {
-  return ReadVerified(id, geo_.layout.shard_bytes, /*whole_block=*/shard == 0, purpose,
-                      [&](File* file, const BlockHeader& h) {
-                        uint64_t offset = geo_.header_bytes + geo_.shard_offset(shard);
-                        StreamingChecksum sum;
-                        if (config_.io_direct) {  // caller memory need not be aligned: bounce
-                          AlignedBuffer bounce(geo_.stride);
-                          iovec v{bounce.data(), geo_.stride};
-                          KVTIER_RETURN_IF_ERROR(file->ReadV(offset, {&v, 1}));
-                          Scatter(bounce.data(), dst);
-                          sum.Update(bounce.data(), geo_.layout.shard_bytes);
-                        } else {
-                          // Straight into the caller's memory, hashing each chunk while it is
-                          // in cache: one copy, and verification costs no extra memory pass.
-                          constexpr size_t kChunk = 256 << 10;
-                          for (const iovec& seg : dst) {
-                            auto* base = static_cast<uint8_t*>(seg.iov_base);
-                            for (size_t done = 0; done < seg.iov_len;) {
-                              const size_t n = std::min(kChunk, seg.iov_len - done);
-                              iovec v{base + done, n};
-                              KVTIER_RETURN_IF_ERROR(file->ReadV(offset, {&v, 1}));
-                              sum.Update(base + done, n);
-                              offset += n;
-                              done += n;
-                            }
-                          }
-                        }
-                        if (sum.Digest() != h.checksums[shard]) {
-                          return Status::Corruption(fmt::format(
-                              "block {}: shard {} checksum mismatch", id.ToHex(), shard));
-                        }
-                        if (checksum) *checksum = h.checksums[shard];
-                        return Status::OK();
-                      });
+  return ReadVerified(
+      id, geo_.layout.shard_bytes, /*whole_block=*/shard == 0, purpose,
+      [&](File* file, const BlockHeader& h) {
+        uint64_t offset = geo_.header_bytes + geo_.shard_offset(shard);
+        StreamingChecksum sum;
+        if (config_.io_direct) {
+          KVTIER_RETURN_IF_ERROR(BounceShard(file, offset, dst, geo_, /*write=*/false, &sum));
+        } else {
+          // Straight into the caller's memory, hashing each chunk while it is
+          // in cache: one copy, and verification costs no extra memory pass.
+          constexpr size_t kChunk = 256 << 10;
+          for (const iovec& seg : dst) {
+            auto* base = static_cast<uint8_t*>(seg.iov_base);
+            for (size_t done = 0; done < seg.iov_len;) {
+              const size_t n = std::min(kChunk, seg.iov_len - done);
+              iovec v{base + done, n};
+              KVTIER_RETURN_IF_ERROR(file->ReadV(offset, {&v, 1}));
+              sum.Update(base + done, n);
+              offset += n;
+              done += n;
+            }
+          }
+        }
+        if (sum.Digest() != h.checksums[shard]) {
+          return Status::Corruption(
+              fmt::format("block {}: shard {} checksum mismatch", id.ToHex(), shard));
+        }
+        if (checksum) *checksum = h.checksums[shard];
+        return Status::OK();
+      });
 }
 
 Status PosixTier::WriteShard(const BlockId& id, uint32_t shard, std::span<const iovec> src) {
@@ -289,11 +293,7 @@ Status PosixTier::WriteShard(const BlockId& id, uint32_t shard, std::span<const 
   const uint64_t offset = geo_.header_bytes + geo_.shard_offset(shard);
   Status s;
   if (config_.io_direct) {
-    AlignedBuffer bounce(geo_.stride);
-    std::memset(bounce.data() + geo_.layout.shard_bytes, 0, geo_.stride - geo_.layout.shard_bytes);
-    Gather(src, bounce.data());
-    iovec v{bounce.data(), geo_.stride};
-    s = p->temp.file()->WriteV(offset, {&v, 1});
+    s = BounceShard(p->temp.file(), offset, src, geo_, /*write=*/true, nullptr);
   } else {
     // Pad each shard to the stride so every file has the full, fixed size.
     static const std::vector<uint8_t> kZeros(kDirectIoAlign, 0);

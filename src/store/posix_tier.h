@@ -1,16 +1,20 @@
 // PosixTier: blocks as checksummed files under one or more POSIX roots.
 //
-// Layout: <root>/<first 3 hex digits>/<32 hex digits>.kvb, the root chosen
-// by the id's hash. A file is written under a temporary name
-// (block_files.h), locked by its writer (temp_file.h), and published by rename, so a reader sees
-// a whole block or nothing; two writers of one block race harmlessly (same
-// bytes, last rename wins). Every read verifies header and shard checksums;
-// a file that fails is a miss and is removed (if it is still the same inode).
-// mtime is the LRU clock shared by every process and node on the root: reads
-// touch it, eviction removes the oldest files first under a lock file. With
-// a capacity, a usage counter file in the first root (updated under flock by
-// every publisher) tells any process when the shared total crosses the limit;
-// each eviction pass rescans and resets it, so drift from crashes heals.
+// Contract:
+// - Layout and names: block_files.h. A block is written to a temporary file
+//   its writer holds locked (temp_file.h) and published by rename, so a
+//   reader sees a whole block or nothing; two writers of one block race
+//   harmlessly (same bytes, last rename wins).
+// - Reads verify header and shard checksums; a file that fails is a miss and
+//   is removed (if the path still names the inode that was read).
+// - WriteShard assembles a block dumped straight to this tier shard by shard
+//   (any order, shards of different blocks concurrently); it is published
+//   when its last shard lands. A partial block with no new shard for
+//   tmp_max_age_s is abandoned (its temporary file removed).
+// - With a capacity, every publish adds to the shared usage counter
+//   (shared_usage.h); a publish that finds it over capacity starts a
+//   collection unless one is running anywhere (root_collector.h). mtime is
+//   the LRU clock shared by every process and node: loads touch it.
 //
 // Thread-safe. All I/O goes through the Env.
 #pragma once

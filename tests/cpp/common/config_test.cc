@@ -125,6 +125,20 @@ INSTANTIATE_TEST_SUITE_P(
                       Bad{"- just\n- a list\n", "mapping"},
                       Bad{"ucm_connectors: [unclosed\n", "invalid YAML"}));
 
+// tmp_max_age_s: 0 made every other host's temporary files stale at once.
+TEST(Config, TmpMaxAgeBelowTheFloorIsRejected) {
+  for (const char* v : {"0", "59"}) {
+    auto c = ParseConfigYaml(WithStoreKeys(std::string("      tmp_max_age_s: ") + v + "\n"));
+    ASSERT_FALSE(c.ok()) << v;
+    EXPECT_TRUE(c.status().IsInvalidArgument());
+    EXPECT_NE(c.status().message().find("tmp_max_age_s"), std::string::npos);
+    EXPECT_NE(c.status().message().find("at least 60"), std::string::npos) << c.status().message();
+  }
+  auto ok = ParseConfigYaml(WithStoreKeys("      tmp_max_age_s: 60\n"));
+  ASSERT_TRUE(ok.ok()) << ok.status().ToString();
+  EXPECT_EQ(ok->tmp_max_age_s, 60);
+}
+
 TEST(Config, MissingFileIsNotFound) {
   auto c = LoadConfigFile("/nonexistent/kvtier.yaml");
   EXPECT_TRUE(c.status().IsNotFound());

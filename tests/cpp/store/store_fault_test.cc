@@ -1,10 +1,12 @@
 // Injected faults: disk full, I/O errors, failed renames, corrupt bytes, hung I/O.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <filesystem>
 #include <fstream>
 #include <future>
+#include <mutex>
 #include <thread>
 
 #include "store/block_verifier.h"
@@ -290,6 +292,35 @@ TEST(Faults, DestroyingStoreWithHungIoReturns) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   EXPECT_EQ(ThreadCount(), threads_before) << "a store thread never exited";
+}
+
+// With io_fsync, a shard directory created for a block is fsynced into its
+// parent (the root) before the block is reported written: a crash must not
+// lose the directory entry, and with it every block published in it.
+TEST(Faults, FsyncSyncsANewShardDirectoryIntoItsParent) {
+  TempDir dir;
+  FaultEnv env;
+  std::mutex mu;
+  std::vector<std::string> synced;
+  env.SetHook([&](Op op, const std::string& path) {
+    std::lock_guard lk(mu);
+    if (op == Op::kSync) synced.push_back(path);
+    return Status::OK();
+  });
+  StoreConfig cfg = MakeConfig("Posix", dir.path());
+  cfg.io_fsync = true;
+  auto store = Store::Open(cfg, BlockLayout{1, 4096}, &env);
+  ASSERT_TRUE(store.ok());
+  const auto ids = MakeIds(1);
+  ASSERT_TRUE(DumpShards(store->get(), ids, {0}).status.ok());
+  const std::string block = BlockPath(dir.path(), ids[0]);
+  const std::string shard_dir = block.substr(0, block.rfind('/'));
+  std::lock_guard lk(mu);
+  const auto root_sync = std::find(synced.begin(), synced.end(), dir.path());
+  EXPECT_NE(root_sync, synced.end()) << "the new shard directory was not fsynced into the root";
+  // ... before the block's own directory entry is made durable.
+  EXPECT_LT(root_sync - synced.begin(),
+            std::find(synced.begin(), synced.end(), shard_dir) - synced.begin());
 }
 
 }  // namespace
