@@ -54,11 +54,12 @@ Status TaskTable::Wait(TaskId task, std::chrono::milliseconds timeout, TaskResul
   auto it = tasks_.find(task);
   const bool done = done_cv_.wait_for(lk, timeout, [&] {
     it = tasks_.find(task);
-    return it == tasks_.end() || it->second.remaining == 0;
+    return it == tasks_.end() || it->second.cancelled || it->second.remaining == 0;
   });
   if (it == tasks_.end()) {
     return Status::NotFound(fmt::format("task {}: unknown or already taken", task));
   }
+  if (it->second.cancelled) return Status::NotFound(fmt::format("task {}: cancelled", task));
   if (!done) {
     return Status::TimedOut(fmt::format("task {}: not done after {} ms", task, timeout.count()));
   }
@@ -74,13 +75,17 @@ Status TaskTable::Cancel(TaskId task) {
     if (it == tasks_.end()) {
       return Status::NotFound(fmt::format("task {}: unknown or already taken", task));
     }
+    // From here Wait and Check answer NotFound, even if the jobs, stopped or
+    // not, end the task's last parts before it is erased below.
+    if (!it->second.cancelled) stats_->cancelled_tasks++;
+    it->second.cancelled = true;
     token = it->second.token;
   }
+  done_cv_.notify_all();  // a Wait blocked on the task answers NotFound now
   // Not under mu_: the jobs it waits for end their parts through EndParts.
   token->Cancel();
   std::lock_guard lk(mu_);
-  if (tasks_.erase(task) > 0) stats_->cancelled_tasks++;
-  done_cv_.notify_all();  // a Wait on the task now answers NotFound
+  tasks_.erase(task);
   return Status::OK();
 }
 
@@ -89,6 +94,7 @@ Status TaskTable::Check(TaskId task, bool* done, TaskResult* result) {
   auto it = tasks_.find(task);
   if (it == tasks_.end())
     return Status::NotFound(fmt::format("task {}: unknown or already taken", task));
+  if (it->second.cancelled) return Status::NotFound(fmt::format("task {}: cancelled", task));
   *done = it->second.remaining == 0;
   if (*done) Take(it, result);
   return Status::OK();

@@ -52,6 +52,7 @@ class TaskTable {
     Status first_error;
     uint64_t start_ns = 0;
     std::shared_ptr<CancelToken> token;
+    bool cancelled = false;  // being cancelled: no result is handed out
   };
   // Requires mu_ held and the task done.
   void Take(std::unordered_map<TaskId, Task>::iterator it, TaskResult* result);

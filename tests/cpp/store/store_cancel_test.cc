@@ -26,12 +26,6 @@ using testing::TempDir;
 
 constexpr size_t kShard = 8192;
 
-StoreConfig OneThread(const std::string& pipeline, const std::string& root) {
-  StoreConfig c = MakeConfig(pipeline, root);
-  c.io_threads = 1;  // jobs run one after another: a later task ends after an earlier one
-  return c;
-}
-
 Result<TaskId> LoadInto(Store* s, const BlockId& id, std::vector<uint8_t>* buf) {
   return s->Load({ShardIo{id, 0, {Segment{buf->data(), buf->size()}}}});
 }
@@ -47,16 +41,38 @@ FaultEnv::Hook HangDataReads(const std::string& hex, SyscallHang* hang) {
   };
 }
 
-TEST(Cancel, HungLoadIsInterruptedAndNeverWritesTheCallersMemory) {
-  TempDir dir;
-  FaultEnv env;
-  SyscallHang hang;
-  auto store = Store::Open(OneThread("Posix", dir.path()), BlockLayout{1, kShard}, &env);
-  ASSERT_TRUE(store.ok()) << store.status().ToString();
-  Store* s = store->get();
-  const auto ids = MakeIds(2);
-  ASSERT_TRUE(DumpShards(s, ids, {0}).status.ok());
-  env.SetHook(HangDataReads(ids[0].ToHex(), &hang));
+// A Posix-only store over a FaultEnv whose hook tests set, with one I/O
+// thread: jobs run one after another, so a later task ends after an earlier one.
+class Cancel : public ::testing::Test {
+ protected:
+  void OpenStore(uint32_t shards) {
+    StoreConfig c = MakeConfig("Posix", dir_.path());
+    c.io_threads = 1;
+    auto store = Store::Open(c, BlockLayout{shards, kShard}, &env_);
+    ASSERT_TRUE(store.ok()) << store.status().ToString();
+    store_ = std::move(*store);
+  }
+  // Opens a one-shard store holding `n` blocks, then hangs reads of the
+  // first block's data (its header still reads).
+  void OpenWithHungBlock(size_t n) {
+    ASSERT_NO_FATAL_FAILURE(OpenStore(1));
+    ids_ = MakeIds(n);
+    ASSERT_TRUE(DumpShards(store_.get(), ids_, {0}).status.ok());
+    env_.SetHook(HangDataReads(ids_[0].ToHex(), &hang_));
+  }
+
+  TempDir dir_;
+  FaultEnv env_;
+  SyscallHang hang_;
+  std::unique_ptr<Store> store_;
+  std::vector<BlockId> ids_;
+};
+
+TEST_F(Cancel, HungLoadIsInterruptedAndNeverWritesTheCallersMemory) {
+  ASSERT_NO_FATAL_FAILURE(OpenWithHungBlock(2));
+  Store* s = store_.get();
+  SyscallHang& hang = hang_;
+  const auto& ids = ids_;
 
   std::vector<uint8_t> buf(kShard, 0xab);
   auto task = LoadInto(s, ids[0], &buf);
@@ -87,16 +103,13 @@ TEST(Cancel, HungLoadIsInterruptedAndNeverWritesTheCallersMemory) {
   EXPECT_EQ(buf, testing::ShardBytes(ids[0], 0, kShard));
 }
 
-TEST(Cancel, HungDumpIsInterruptedAndPublishesNothing) {
-  TempDir dir;
-  FaultEnv env;
-  SyscallHang hang;
-  auto store = Store::Open(OneThread("Posix", dir.path()), BlockLayout{2, kShard}, &env);
-  ASSERT_TRUE(store.ok()) << store.status().ToString();
-  Store* s = store->get();
+TEST_F(Cancel, HungDumpIsInterruptedAndPublishesNothing) {
+  ASSERT_NO_FATAL_FAILURE(OpenStore(2));
+  Store* s = store_.get();
+  SyscallHang& hang = hang_;
   const auto ids = MakeIds(2);
   const std::string hex = ids[0].ToHex();
-  env.SetHook([&](Op op, const std::string& path) {
+  env_.SetHook([&](Op op, const std::string& path) {
     if (op == Op::kWrite && path.find(hex) != std::string::npos) return hang.Block();
     return Status::OK();
   });
@@ -110,19 +123,14 @@ TEST(Cancel, HungDumpIsInterruptedAndPublishesNothing) {
   hang.Release();
   ASSERT_TRUE(DumpShards(s, {ids[1]}, {0, 1}).status.ok());  // after the cancelled job
   EXPECT_EQ(s->Lookup(ids), (std::vector<bool>{false, true}));
-  EXPECT_EQ(CountFiles(dir.path(), hex), 0u);  // no block file, no temporary file
+  EXPECT_EQ(CountFiles(dir_.path(), hex), 0u);  // no block file, no temporary file
 }
 
-TEST(Cancel, QueuedTaskIsDroppedWithoutWaitingForTheHungOne) {
-  TempDir dir;
-  FaultEnv env;
-  SyscallHang hang;
-  auto store = Store::Open(OneThread("Posix", dir.path()), BlockLayout{1, kShard}, &env);
-  ASSERT_TRUE(store.ok()) << store.status().ToString();
-  Store* s = store->get();
-  const auto ids = MakeIds(3);
-  ASSERT_TRUE(DumpShards(s, ids, {0}).status.ok());
-  env.SetHook(HangDataReads(ids[0].ToHex(), &hang));
+TEST_F(Cancel, QueuedTaskIsDroppedWithoutWaitingForTheHungOne) {
+  ASSERT_NO_FATAL_FAILURE(OpenWithHungBlock(3));
+  Store* s = store_.get();
+  SyscallHang& hang = hang_;
+  const auto& ids = ids_;
   std::vector<uint8_t> hung_buf(kShard, 0xab), queued_buf(kShard, 0xcd);
   auto hung = LoadInto(s, ids[0], &hung_buf);
   ASSERT_TRUE(hung.ok());
@@ -141,7 +149,7 @@ TEST(Cancel, QueuedTaskIsDroppedWithoutWaitingForTheHungOne) {
   EXPECT_EQ(hung_buf, std::vector<uint8_t>(kShard, 0xab));
 }
 
-TEST(Cancel, FinishedTaskIsForgottenAndUnknownOneIsNotFound) {
+TEST(CancelDone, FinishedTaskIsForgottenAndUnknownOneIsNotFound) {
   TempDir dir;
   auto store = Store::Open(MakeConfig("Cache|Posix", dir.path()), BlockLayout{1, kShard});
   ASSERT_TRUE(store.ok()) << store.status().ToString();

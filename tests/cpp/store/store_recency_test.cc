@@ -17,13 +17,6 @@
 namespace kvtier {
 namespace {
 
-using testing::BlockPath;
-using testing::DumpShards;
-using testing::LoadAndCheck;
-using testing::MakeConfig;
-using testing::MakeIds;
-using testing::TempDir;
-
 constexpr BlockLayout kLayout{1, 4096};
 
 int64_t MtimeNs(const std::string& path) {
@@ -42,49 +35,49 @@ void SetAge(const std::string& path, int seconds_ago) {
 }
 
 TEST(DiskRecency, BlocksUsedFromDramKeepTheirFilesFreshAndSurviveEviction) {
-  TempDir dir;
-  const auto ids = MakeIds(5);
+  testing::TempDir dir;
+  const auto ids = testing::MakeIds(5);
   // ids[0]: hit in DRAM; ids[1]: dumped again by the same store; ids[2]:
   // dumped again by another store (so only written back, found on disk);
   // ids[3]: cold. The used ones start out older than the cold one.
-  auto store = Store::Open(MakeConfig("Cache|Posix", dir.path()), kLayout);
+  auto store = Store::Open(testing::MakeConfig("Cache|Posix", dir.path()), kLayout);
   ASSERT_TRUE(store.ok()) << store.status().ToString();
   Store* s = store->get();
-  ASSERT_TRUE(DumpShards(s, {ids[0], ids[1], ids[2], ids[3]}, {0}).status.ok());
+  ASSERT_TRUE(testing::DumpShards(s, {ids[0], ids[1], ids[2], ids[3]}, {0}).status.ok());
   ASSERT_TRUE(s->Flush(std::chrono::seconds(30)).ok());
-  for (int i = 0; i < 4; ++i) SetAge(BlockPath(dir.path(), ids[i]), 4000 - 1000 * i);
+  for (int i = 0; i < 4; ++i) SetAge(testing::BlockPath(dir.path(), ids[i]), 4000 - 1000 * i);
 
   std::vector<bool> ok;
-  ASSERT_TRUE(LoadAndCheck(s, {ids[0]}, &ok).status.ok());
+  ASSERT_TRUE(testing::LoadAndCheck(s, {ids[0]}, &ok).status.ok());
   EXPECT_EQ(s->Stats().cache.load_blocks, 1u);  // served from DRAM, the file untouched
   EXPECT_EQ(s->Stats().posix.load_blocks, 0u);
-  ASSERT_TRUE(DumpShards(s, {ids[1]}, {0}).status.ok());
+  ASSERT_TRUE(testing::DumpShards(s, {ids[1]}, {0}).status.ok());
   {
-    auto other = Store::Open(MakeConfig("Cache|Posix", dir.path()), kLayout);
+    auto other = Store::Open(testing::MakeConfig("Cache|Posix", dir.path()), kLayout);
     ASSERT_TRUE(other.ok()) << other.status().ToString();
-    ASSERT_TRUE(DumpShards(other->get(), {ids[2]}, {0}).status.ok());
+    ASSERT_TRUE(testing::DumpShards(other->get(), {ids[2]}, {0}).status.ok());
     ASSERT_TRUE((*other)->Flush(std::chrono::seconds(30)).ok());
   }
   ASSERT_TRUE(s->Flush(std::chrono::seconds(30)).ok());  // applies the batched touches
-  const int64_t cold = MtimeNs(BlockPath(dir.path(), ids[3]));
+  const int64_t cold = MtimeNs(testing::BlockPath(dir.path(), ids[3]));
   for (int i = 0; i < 3; ++i) {
-    EXPECT_GT(MtimeNs(BlockPath(dir.path(), ids[i])), cold) << "block " << i;
+    EXPECT_GT(MtimeNs(testing::BlockPath(dir.path(), ids[i])), cold) << "block " << i;
   }
 
   // A store with a capacity of four and a half files publishes a fifth: the
   // least recently used file goes, which is the cold one.
-  StoreConfig capped = MakeConfig("Posix", dir.path());
+  StoreConfig capped = testing::MakeConfig("Posix", dir.path());
   capped.posix_capacity_bytes = BlockGeometry(kLayout).file_bytes() * 9 / 2;
   auto evicting = Store::Open(capped, kLayout);
   ASSERT_TRUE(evicting.ok()) << evicting.status().ToString();
-  ASSERT_TRUE(DumpShards(evicting->get(), {ids[4]}, {0}).status.ok());
+  ASSERT_TRUE(testing::DumpShards(evicting->get(), {ids[4]}, {0}).status.ok());
   EXPECT_EQ((*evicting)->Stats().posix.evictions, 1u);
   EXPECT_EQ((*evicting)->Lookup(ids), (std::vector<bool>{true, true, true, false, true}));
 }
 
 TEST(DiskRecency, ABlockIsNotedOncePerInterval) {
   DiskRecency r(std::chrono::hours(1));
-  const auto ids = MakeIds(2);
+  const auto ids = testing::MakeIds(2);
   EXPECT_TRUE(r.Note(ids[0]));   // starts a batch
   EXPECT_FALSE(r.Note(ids[0]));  // within the interval: nothing
   EXPECT_FALSE(r.Note(ids[1]));  // joins the batch
