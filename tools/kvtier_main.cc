@@ -8,12 +8,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "kvtier/admin.h"
 #include "kvtier/config.h"
-#include "kvtier/env.h"
-#include "store/block_files.h"
-#include "store/block_verifier.h"
-#include "store/posix_tier.h"
-#include "store/root_walker.h"
 
 namespace {
 
@@ -34,32 +30,21 @@ kvtier::Result<kvtier::StoreConfig> LoadPosixConfig(const std::string& path) {
 }
 
 int Stats(const kvtier::StoreConfig& cfg, bool json) {
-  uint64_t blocks = 0, bytes = 0, temps = 0;
-  Status s =
-      kvtier::WalkRoots(kvtier::Env::Default(), cfg.storage_backends,
-                        [&](const std::string& n, const std::string&, const kvtier::FileInfo& i) {
-                          const auto type = kvtier::ParseFileName(n).type;
-                          if (type == kvtier::BlockFileType::kBlock) {
-                            blocks++;
-                            bytes += i.size;
-                          } else if (type == kvtier::BlockFileType::kTemp) {
-                            temps++;
-                          }
-                          return Status::OK();
-                        });
+  kvtier::RootUsage u;
+  Status s = kvtier::MeasureRoots(cfg, &u);
   if (!s.ok()) return Fail(s);
   if (json) {
     nlohmann::json j{{"pipeline", cfg.PipelineName()},
-                     {"blocks", blocks},
-                     {"bytes", bytes},
-                     {"temp_files", temps},
+                     {"blocks", u.blocks},
+                     {"bytes", u.bytes},
+                     {"temp_files", u.temp_files},
                      {"capacity_bytes", cfg.posix_capacity_bytes}};
     fmt::print("{}\n", j.dump());
   } else {
     fmt::print(
         "pipeline        {}\nroots           {}\nblocks          {}\nbytes           {}\n"
         "temp files      {}\ncapacity bytes  {}\n",
-        cfg.PipelineName(), fmt::join(cfg.storage_backends, ":"), blocks, bytes, temps,
+        cfg.PipelineName(), fmt::join(cfg.storage_backends, ":"), u.blocks, u.bytes, u.temp_files,
         cfg.posix_capacity_bytes ? std::to_string(cfg.posix_capacity_bytes) : "unlimited");
   }
   return 0;
@@ -67,7 +52,7 @@ int Stats(const kvtier::StoreConfig& cfg, bool json) {
 
 int Verify(const kvtier::StoreConfig& cfg, bool remove) {
   kvtier::VerifyReport r;
-  Status s = kvtier::VerifyRoots(kvtier::Env::Default(), cfg.storage_backends, remove, &r);
+  Status s = kvtier::VerifyStore(cfg, remove, &r);
   if (!s.ok()) return Fail(s);
   for (const auto& c : r.corrupt) fmt::print("corrupt: {}\n", c);
   fmt::print("verified {} blocks ({} bytes), {} corrupt, {} removed, {} temp files\n",
@@ -76,11 +61,8 @@ int Verify(const kvtier::StoreConfig& cfg, bool remove) {
 }
 
 int Gc(const kvtier::StoreConfig& cfg) {
-  kvtier::TierCounters counters;
-  kvtier::PosixTier tier(cfg, kvtier::BlockGeometry(kvtier::BlockLayout{}), kvtier::Env::Default(),
-                         &counters);
-  kvtier::ScanReport r;
-  Status s = tier.Scan(/*enforce_capacity=*/true, &r);
+  kvtier::GcReport r;
+  Status s = kvtier::CollectGarbage(cfg, &r);
   if (!s.ok()) return Fail(s);
   fmt::print("blocks {} ({} bytes) after gc; evicted {} blocks ({} bytes); removed {} temp files\n",
              r.blocks, r.bytes, r.evicted_blocks, r.evicted_bytes, r.temp_files_removed);

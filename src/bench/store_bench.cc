@@ -24,10 +24,9 @@
 
 #include "bench/bench_main.h"
 #include "bench/bench_scratch.h"
+#include "kvtier/admin.h"
 #include "kvtier/hash.h"
 #include "kvtier/store.h"
-#include "store/block_format.h"
-#include "store/posix_tier.h"
 
 namespace kvtier::bench {
 namespace {
@@ -217,9 +216,7 @@ Result<double> LookupPrefixUsPer1k() {
 }
 
 void RemoveBenchBlocks(const Run& run) {
-  TierCounters unused;
-  PosixTier tier(run.cfg, BlockGeometry(run.layout), Env::Default(), &unused);
-  for (const auto& id : run.ids) ::unlink(tier.PathOf(id).c_str());
+  (void)RemoveBlocks(run.cfg, run.ids);
   // Lets the file system finish freeing them (ext4 mounted with `discard`
   // trims freed extents at its next journal commit) before anything is timed.
   ::sync();

@@ -9,21 +9,13 @@
 #include <string>
 #include <vector>
 
+#include "kvtier/admin.h"  // VerifyReport
 #include "kvtier/env.h"
 #include "store/block_format.h"
 
 namespace kvtier {
 
 Status VerifyBlockFile(Env* env, const std::string& path, BlockHeader* header);
-
-struct VerifyReport {
-  uint64_t verified_blocks = 0;
-  uint64_t corrupt_blocks = 0;
-  uint64_t removed_blocks = 0;
-  uint64_t bytes = 0;
-  uint64_t temp_files = 0;
-  std::vector<std::string> corrupt;  // "path: reason"
-};
 
 Status VerifyRoots(Env* env, const std::vector<std::string>& roots, bool remove_corrupt,
                    VerifyReport* report);
