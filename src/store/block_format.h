@@ -7,9 +7,10 @@
 // it). The header carries magic, format version, the block id, the layout and
 // one XXH3-64 checksum per shard, and is itself checksummed.
 //
-// Contract: DecodeHeader accepts only a header whose magic, version, own
-// checksum, key and layout match what the reader expects; anything else is
-// Corruption with a message saying which field was wrong.
+// Contract: ParseHeader accepts only a self-consistent header (magic,
+// version, sizes, its own checksum) and CheckHeader only one whose key and
+// layout are what the reader expects; anything else is Corruption with a
+// message saying which field was wrong.
 #pragma once
 
 #include <cstdint>
@@ -56,8 +57,8 @@ void EncodeHeader(const BlockGeometry& g, const BlockId& id, std::span<const uin
 
 // Parses a header of `len` bytes read from disk and checks it is
 // self-consistent (magic, version, sizes, its own checksum). When `len` only
-// covers the fixed part, fills header_bytes and returns Incomplete via
-// *need_more = true so the caller can read the rest.
+// covers the fixed part, it fills header_bytes, sets *need_more = true and
+// returns OK, so the caller can read the rest and call it again.
 Status ParseHeader(const uint8_t* in, size_t len, BlockHeader* out, bool* need_more = nullptr);
 
 // Checks a parsed header against the block and layout the reader expects.
