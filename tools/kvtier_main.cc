@@ -3,6 +3,15 @@
 //   kvtier store verify --config FILE [--remove-corrupt]
 //                                                checks every block; exit 1 if any is corrupt
 //   kvtier store gc     --config FILE            removes stale temp files, enforces capacity
+//   kvtier launch ...                            the multi-DP launcher (kvtier-launch)
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <string_view>
+#include <vector>
+
 #include <fmt/format.h>
 #include <CLI/CLI.hpp>
 
@@ -71,7 +80,23 @@ int Gc(const kvtier::StoreConfig& cfg) {
 
 }  // namespace
 
+// `kvtier launch ...` is kvtier-launch (beside this binary) with the same
+// arguments: the launcher is its own program, this keeps DESIGN's spelling.
+int ExecLauncher(int argc, char** argv) {
+  std::error_code ec;
+  const auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
+  const std::string launcher =
+      (ec ? std::filesystem::path(".") : self.parent_path()) / "kvtier-launch";
+  std::vector<char*> args{const_cast<char*>(launcher.c_str())};
+  for (int i = 2; i < argc; ++i) args.push_back(argv[i]);
+  args.push_back(nullptr);
+  ::execv(launcher.c_str(), args.data());
+  fmt::print(stderr, "kvtier: cannot run {}: {}\n", launcher, std::strerror(errno));
+  return 2;
+}
+
 int main(int argc, char** argv) {
+  if (argc >= 2 && std::string_view(argv[1]) == "launch") return ExecLauncher(argc, argv);
   CLI::App app{"kvtier: inspect and maintain a kvtier block store"};
   app.require_subcommand(1);
   CLI::App* store = app.add_subcommand("store", "operate on the store named by a config file");

@@ -89,5 +89,12 @@ TEST(Cli, BadConfigAndUsageFail) {
   EXPECT_NE(Cli("store verify").code, 0);  // --config is required
 }
 
+TEST(Cli, LaunchRunsTheLauncherWithItsArguments) {
+  auto r = Cli("launch --dp-size 4 --dp-size-local 3 --cards-per-node 8 --command true");
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("dp_size_local = 3 does not divide cards_per_node = 8"), std::string::npos)
+      << r.out;
+}
+
 }  // namespace
 }  // namespace kvtier
