@@ -4,6 +4,9 @@ BUILD ?= build
 ASAN_BUILD ?= build-asan
 JOBS ?= 2
 BUILD_TYPE ?= RelWithDebInfo
+# ccache, where installed, makes rebuilds of unchanged files free; optional.
+CCACHE := $(shell command -v ccache 2>/dev/null)
+LAUNCHER := $(if $(CCACHE),-DCMAKE_C_COMPILER_LAUNCHER=$(CCACHE) -DCMAKE_CXX_COMPILER_LAUNCHER=$(CCACHE))
 
 .PHONY: setup build test test-cpp test-python test-asan demo bench format clean
 
@@ -14,7 +17,7 @@ setup: .stamp/setup
 	@mkdir -p .stamp && touch $@
 
 build: setup
-	cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=$(BUILD_TYPE)
+	cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) $(LAUNCHER)
 	cmake --build $(BUILD) -j$(JOBS)
 
 test-cpp: build
@@ -27,7 +30,7 @@ test: test-cpp test-python
 
 # The C++ tests under AddressSanitizer + UndefinedBehaviorSanitizer.
 test-asan: setup
-	cmake -S . -B $(ASAN_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Debug -DKVTIER_SANITIZE=ON
+	cmake -S . -B $(ASAN_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Debug -DKVTIER_SANITIZE=ON $(LAUNCHER)
 	cmake --build $(ASAN_BUILD) -j$(JOBS)
 	ctest --test-dir $(ASAN_BUILD) --output-on-failure -j$(JOBS)
 
