@@ -139,6 +139,49 @@ net::Task<void> ProxyServer::Handle(net::ServerExchange& exchange) {
   }
 }
 
+// One completion request's state, shared by its legs' attempts.
+struct ProxyServer::Call {
+  net::ServerExchange& exchange;
+  Route route;
+  UpstreamPool& pool;
+  CompletionRequest request;
+  std::string rid_header;  // "X-Request-Id: ...\r\n" for every answer
+  net::HeaderList headers;
+  std::string target;
+  net::HttpConnection* active = nullptr;  // the upstream connection in use, if any
+
+  // True (and counted) when the client has left: the leg is over.
+  bool ClientGone(ProxyMetrics& metrics) const {
+    if (!exchange.client_gone()) return false;
+    metrics.CountError(route, ErrorKind::kClientGone);
+    return true;
+  }
+};
+
+namespace {
+std::string Describe(const Result<std::string>& body, unsigned status) {
+  return body.ok() ? "HTTP " + std::to_string(status) : body.status().ToString();
+}
+}  // namespace
+
+net::Task<bool> ProxyServer::TryBackends(Role role, std::optional<Role> fallback,
+                                         bool count_retries, const Attempt& attempt,
+                                         std::string* last_error) {
+  std::vector<Backend*> tried;
+  for (int i = 0; i < options_.max_attempts; ++i) {
+    Backend* backend = backends_.Pick(role, tried);
+    if (backend == nullptr && fallback) backend = backends_.Pick(*fallback, tried);
+    if (backend == nullptr) break;
+    if (i > 0 && count_retries) metrics_.CountRetry();
+    tried.push_back(backend);
+    AttemptResult result = co_await attempt(*backend);
+    if (!result.backend_failed) co_return true;
+    *last_error = backend->name() + ": " + result.error;
+    backend->MarkFailed(net::Clock::now(), options_.retry_after);
+  }
+  co_return false;
+}
+
 net::Task<void> ProxyServer::HandleCompletion(net::ServerExchange& exchange, Route route) {
   const std::string rid = RequestId(exchange.Header("X-Request-Id"));
   const std::string rid_header = "X-Request-Id: " + rid + "\r\n";
@@ -149,149 +192,150 @@ net::Task<void> ProxyServer::HandleCompletion(net::ServerExchange& exchange, Rou
                           rid_header);
     co_return;
   }
-  UpstreamPool& pool = PoolFor(exchange);
-  net::HttpConnection* active = nullptr;  // the upstream connection in use, if any
-  exchange.OnClientGone([&active] {
-    if (active) active->Close();
+  Call call{exchange,
+            route,
+            PoolFor(exchange),
+            std::move(*request),
+            rid_header,
+            {{"Content-Type", "application/json"}, {"X-Request-Id", rid}},
+            std::string(exchange.path())};
+  exchange.OnClientGone([&call] {
+    if (call.active) call.active->Close();
   });
-  net::HeaderList headers = {{"Content-Type", "application/json"}, {"X-Request-Id", rid}};
   if (auto auth = exchange.Header("Authorization"); !auth.empty()) {
-    headers.emplace_back("Authorization", std::string(auth));
+    call.headers.emplace_back("Authorization", std::string(auth));
   }
-  const std::string target(exchange.path());
-  std::string last_error = "every backend is out of rotation";
 
   // Prefill leg: the whole prompt, one output token, KV kept for the decoder.
-  const std::string prefill_body = PrefillBody(*request);
+  const std::string prefill_body = PrefillBody(call.request);
   std::optional<std::string> prefill_answer;
-  std::vector<Backend*> tried;
-  for (int attempt = 0; attempt < options_.max_attempts && !prefill_answer; ++attempt) {
-    Backend* backend = backends_.Pick(Role::kPrefill, tried);
-    if (backend == nullptr) break;
-    if (attempt > 0) metrics_.CountRetry();
-    tried.push_back(backend);
-    Lease lease(backend, request->prompt_tokens);
-    const auto start = net::Clock::now();
-    Result<UpstreamResponse> reply =
-        co_await SendUpstream(pool, backend->endpoint(), {"POST", target, &headers, prefill_body},
-                              options_.connect_timeout, options_.prefill_timeout, &active);
-    Result<std::string> body = reply.status();
-    if (reply.ok()) {
-      active = reply->connection.get();
-      body = co_await reply->connection->ReadRest(options_.max_response_bytes,
-                                                  options_.prefill_timeout);
-    }
-    active = nullptr;
-    if (exchange.client_gone()) {
-      metrics_.CountError(route, ErrorKind::kClientGone);
-      co_return;
-    }
-    if (!body.ok() || reply->head.status >= 500) {
-      last_error =
-          backend->name() + ": " +
-          (body.ok() ? "HTTP " + std::to_string(reply->head.status) : body.status().ToString());
-      backend->MarkFailed(net::Clock::now(), options_.retry_after);
-      continue;
-    }
-    pool.Release(std::move(reply->connection));
-    if (reply->head.status != 200) {  // the engine rejected the request itself
-      metrics_.CountError(route, ErrorKind::kUpstream);
-      co_await exchange.Respond(reply->head.status, ContentType(reply->head), *body, rid_header);
-      co_return;
-    }
-    metrics_.prefill_seconds().Observe(SecondsSince(start));
-    prefill_answer = std::move(*body);
-  }
-  if (!prefill_answer) {
+  std::string last_error = "every backend is out of rotation";
+  bool over = co_await TryBackends(
+      Role::kPrefill, std::nullopt, true,
+      [&](Backend& backend) {
+        return PrefillAttempt(call, backend, prefill_body, &prefill_answer);
+      },
+      &last_error);
+  if (!over) {
     co_await RespondError(exchange, route, ErrorKind::kNoBackend, 503,
                           "no prefill backend available (last error: " + last_error + ")",
                           rid_header);
-    co_return;
   }
+  if (!prefill_answer) co_return;
 
   // Decode leg: the client's request plus the prefill's kv_transfer_params.
-  const std::string decode_body = DecodeBody(*request, *prefill_answer);
-  tried.clear();
+  const std::string decode_body = DecodeBody(call.request, *prefill_answer);
   last_error = "every backend is out of rotation";
-  for (int attempt = 0; attempt < options_.max_attempts; ++attempt) {
-    Backend* backend = backends_.Pick(Role::kDecode, tried);
-    if (backend == nullptr) break;
-    if (attempt > 0) metrics_.CountRetry();
-    tried.push_back(backend);
-    Lease lease(backend, request->prompt_tokens + request->max_tokens);
-    const auto start = net::Clock::now();
-    Result<UpstreamResponse> reply =
-        co_await SendUpstream(pool, backend->endpoint(), {"POST", target, &headers, decode_body},
-                              options_.connect_timeout, options_.decode_timeout, &active);
-    if (exchange.client_gone()) {
-      metrics_.CountError(route, ErrorKind::kClientGone);
-      co_return;
-    }
-    if (!reply.ok() || reply->head.status >= 500) {
-      last_error =
-          backend->name() + ": " +
-          (reply.ok() ? "HTTP " + std::to_string(reply->head.status) : reply.status().ToString());
-      backend->MarkFailed(net::Clock::now(), options_.retry_after);
-      continue;
-    }
-    metrics_.decode_first_byte_seconds().Observe(SecondsSince(start));
-    ConnectionPtr conn = std::move(reply->connection);
-    active = conn.get();
-    const unsigned status = reply->head.status;
-    if (!request->stream || status != 200) {
-      Result<std::string> body =
-          co_await conn->ReadRest(options_.max_response_bytes, options_.decode_timeout);
-      active = nullptr;
-      if (exchange.client_gone()) {
-        metrics_.CountError(route, ErrorKind::kClientGone);
-        co_return;
-      }
-      if (!body.ok()) {  // nothing sent to the client yet: try another decoder
-        last_error = backend->name() + ": " + body.status().ToString();
-        backend->MarkFailed(net::Clock::now(), options_.retry_after);
-        continue;
-      }
-      pool.Release(std::move(conn));
-      if (status != 200) metrics_.CountError(route, ErrorKind::kUpstream);
-      co_await exchange.Respond(status, ContentType(reply->head), *body, rid_header);
-      co_return;
-    }
-    // Stream the SSE bytes through as they come; past this point a failure
-    // cannot be hidden from the client, so it ends the response abruptly.
-    Status sent = co_await exchange.BeginStream(200, ContentType(reply->head), rid_header);
-    bool complete = false;
-    std::string piece;
-    piece.reserve(16 * 1024);
-    while (sent.ok()) {
-      piece.clear();
-      Result<bool> more = co_await conn->ReadSome(piece, options_.decode_timeout);
-      if (!more.ok()) {
-        if (!exchange.client_gone()) {
-          backend->MarkFailed(net::Clock::now(), options_.retry_after);
-          metrics_.CountError(route, ErrorKind::kUpstream);
-        }
-        break;
-      }
-      if (!*more || conn->response_done()) {
-        // The decoder's stream has ended (its terminator may have come with
-        // the last events): send those and our terminator in one write.
-        sent = co_await exchange.EndStream(piece);
-        complete = sent.ok();
-        break;
-      }
-      sent = co_await exchange.WriteChunk(piece);
-    }
-    active = nullptr;
-    if (!sent.ok() || exchange.client_gone()) metrics_.CountError(route, ErrorKind::kClientGone);
-    if (complete) {
-      pool.Release(std::move(conn));
-    } else {
-      conn->Close();
-    }
-    co_return;
+  over = co_await TryBackends(
+      Role::kDecode, std::nullopt, true,
+      [&](Backend& backend) { return DecodeAttempt(call, backend, decode_body); }, &last_error);
+  if (!over) {
+    co_await RespondError(exchange, route, ErrorKind::kNoBackend, 503,
+                          "no decode backend available (last error: " + last_error + ")",
+                          rid_header);
   }
-  co_await RespondError(exchange, route, ErrorKind::kNoBackend, 503,
-                        "no decode backend available (last error: " + last_error + ")", rid_header);
+}
+
+net::Task<ProxyServer::AttemptResult> ProxyServer::PrefillAttempt(
+    Call& call, Backend& backend, const std::string& body, std::optional<std::string>* answer) {
+  Lease lease(&backend, call.request.prompt_tokens);
+  const auto start = net::Clock::now();
+  Result<UpstreamResponse> reply = co_await SendUpstream(
+      call.pool, backend.endpoint(), {"POST", call.target, &call.headers, body},
+      options_.connect_timeout, options_.prefill_timeout, &call.active);
+  Result<std::string> text = reply.status();
+  if (reply.ok()) {
+    call.active = reply->connection.get();
+    text =
+        co_await reply->connection->ReadRest(options_.max_response_bytes, options_.prefill_timeout);
+  }
+  call.active = nullptr;
+  if (call.ClientGone(metrics_)) co_return AttemptResult{};
+  if (!text.ok() || reply->head.status >= 500) {
+    co_return AttemptResult{true, Describe(text, reply.ok() ? reply->head.status : 0)};
+  }
+  call.pool.Release(std::move(reply->connection));
+  if (reply->head.status != 200) {  // the engine rejected the request itself
+    metrics_.CountError(call.route, ErrorKind::kUpstream);
+    co_await call.exchange.Respond(reply->head.status, ContentType(reply->head), *text,
+                                   call.rid_header);
+    co_return AttemptResult{};
+  }
+  metrics_.prefill_seconds().Observe(SecondsSince(start));
+  *answer = std::move(*text);
+  co_return AttemptResult{};
+}
+
+net::Task<ProxyServer::AttemptResult> ProxyServer::DecodeAttempt(Call& call, Backend& backend,
+                                                                 const std::string& body) {
+  Lease lease(&backend, call.request.prompt_tokens + call.request.max_tokens);
+  const auto start = net::Clock::now();
+  Result<UpstreamResponse> reply = co_await SendUpstream(
+      call.pool, backend.endpoint(), {"POST", call.target, &call.headers, body},
+      options_.connect_timeout, options_.decode_timeout, &call.active);
+  if (call.ClientGone(metrics_)) co_return AttemptResult{};
+  if (!reply.ok() || reply->head.status >= 500) {
+    co_return AttemptResult{true, reply.ok() ? "HTTP " + std::to_string(reply->head.status)
+                                             : reply.status().ToString()};
+  }
+  metrics_.decode_first_byte_seconds().Observe(SecondsSince(start));
+  const unsigned status = reply->head.status;
+  if (call.request.stream && status == 200) {
+    co_await RelayStream(call, backend, *reply);
+    co_return AttemptResult{};
+  }
+  ConnectionPtr conn = std::move(reply->connection);
+  call.active = conn.get();
+  Result<std::string> text =
+      co_await conn->ReadRest(options_.max_response_bytes, options_.decode_timeout);
+  call.active = nullptr;
+  if (call.ClientGone(metrics_)) co_return AttemptResult{};
+  // Nothing was sent to the client yet: another decoder may be tried.
+  if (!text.ok()) co_return AttemptResult{true, text.status().ToString()};
+  call.pool.Release(std::move(conn));
+  if (status != 200) metrics_.CountError(call.route, ErrorKind::kUpstream);
+  co_await call.exchange.Respond(status, ContentType(reply->head), *text, call.rid_header);
+  co_return AttemptResult{};
+}
+
+net::Task<void> ProxyServer::RelayStream(Call& call, Backend& backend, UpstreamResponse& reply) {
+  // Stream the SSE bytes through as they come; past this point a failure
+  // cannot be hidden from the client, so it ends the response abruptly.
+  ConnectionPtr conn = std::move(reply.connection);
+  call.active = conn.get();
+  net::ServerExchange& exchange = call.exchange;
+  Status sent = co_await exchange.BeginStream(200, ContentType(reply.head), call.rid_header);
+  bool complete = false;
+  std::string piece;
+  piece.reserve(16 * 1024);
+  while (sent.ok()) {
+    piece.clear();
+    Result<bool> more = co_await conn->ReadSome(piece, options_.decode_timeout);
+    if (!more.ok()) {
+      if (!exchange.client_gone()) {
+        backend.MarkFailed(net::Clock::now(), options_.retry_after);
+        metrics_.CountError(call.route, ErrorKind::kUpstream);
+      }
+      break;
+    }
+    if (!*more || conn->response_done()) {
+      // The decoder's stream has ended (its terminator may have come with
+      // the last events): send those and our terminator in one write.
+      sent = co_await exchange.EndStream(piece);
+      complete = sent.ok();
+      break;
+    }
+    sent = co_await exchange.WriteChunk(piece);
+  }
+  call.active = nullptr;
+  if (!sent.ok() || exchange.client_gone()) {
+    metrics_.CountError(call.route, ErrorKind::kClientGone);
+  }
+  if (complete) {
+    call.pool.Release(std::move(conn));
+  } else {
+    conn->Close();
+  }
 }
 
 net::Task<void> ProxyServer::HandleModels(net::ServerExchange& exchange) {
@@ -301,33 +345,33 @@ net::Task<void> ProxyServer::HandleModels(net::ServerExchange& exchange) {
     if (active) active->Close();
   });
   const net::HeaderList headers;
-  std::vector<Backend*> tried;
-  for (int attempt = 0; attempt < options_.max_attempts; ++attempt) {
-    Backend* backend = backends_.Pick(Role::kDecode, tried);
-    if (backend == nullptr) backend = backends_.Pick(Role::kPrefill, tried);
-    if (backend == nullptr) break;
-    tried.push_back(backend);
-    Result<UpstreamResponse> reply =
-        co_await SendUpstream(pool, backend->endpoint(), {"GET", "/v1/models", &headers, {}},
-                              options_.connect_timeout, options_.health_timeout, &active);
-    Result<std::string> body = reply.status();
-    if (reply.ok()) {
-      active = reply->connection.get();
-      body = co_await reply->connection->ReadRest(options_.max_response_bytes,
-                                                  options_.health_timeout);
-    }
-    active = nullptr;
-    if (exchange.client_gone()) co_return;
-    if (!body.ok() || reply->head.status >= 500) {
-      backend->MarkFailed(net::Clock::now(), options_.retry_after);
-      continue;
-    }
-    pool.Release(std::move(reply->connection));
-    co_await exchange.Respond(reply->head.status, ContentType(reply->head), *body);
-    co_return;
+  std::string last_error;
+  bool over = co_await TryBackends(
+      Role::kDecode, Role::kPrefill, false,
+      [&](Backend& backend) -> net::Task<AttemptResult> {
+        Result<UpstreamResponse> reply =
+            co_await SendUpstream(pool, backend.endpoint(), {"GET", "/v1/models", &headers, {}},
+                                  options_.connect_timeout, options_.health_timeout, &active);
+        Result<std::string> body = reply.status();
+        if (reply.ok()) {
+          active = reply->connection.get();
+          body = co_await reply->connection->ReadRest(options_.max_response_bytes,
+                                                      options_.health_timeout);
+        }
+        active = nullptr;
+        if (exchange.client_gone()) co_return AttemptResult{};
+        if (!body.ok() || reply->head.status >= 500) {
+          co_return AttemptResult{true, Describe(body, reply.ok() ? reply->head.status : 0)};
+        }
+        pool.Release(std::move(reply->connection));
+        co_await exchange.Respond(reply->head.status, ContentType(reply->head), *body);
+        co_return AttemptResult{};
+      },
+      &last_error);
+  if (!over) {
+    co_await RespondError(exchange, Route::kModels, ErrorKind::kNoBackend, 503,
+                          "no backend available");
   }
-  co_await RespondError(exchange, Route::kModels, ErrorKind::kNoBackend, 503,
-                        "no backend available");
 }
 
 }  // namespace kvtier::proxy

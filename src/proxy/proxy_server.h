@@ -19,7 +19,9 @@
 //    GET /metrics is Prometheus text (ProxyMetrics).
 #pragma once
 
+#include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -47,8 +49,29 @@ class ProxyServer {
  private:
   ProxyServer(ProxyOptions options, const BackendEndpoints& endpoints);
 
+  struct Call;  // one completion request on its way through the legs
+  // What one attempt on one backend came to: the leg is over (answered,
+  // passed through, or the client left), or the backend failed (`error`) and
+  // the next one is tried.
+  struct AttemptResult {
+    bool backend_failed = false;
+    std::string error;
+  };
+  using Attempt = std::function<net::Task<AttemptResult>(Backend&)>;
+
+  // Runs `attempt` on up to max_attempts distinct backends of `role` (then of
+  // `fallback`, when given), taking each failed one out of rotation. True once
+  // an attempt ended the leg; false when backends ran out (`*last_error` then
+  // says why the last one failed).
+  net::Task<bool> TryBackends(Role role, std::optional<Role> fallback, bool count_retries,
+                              const Attempt& attempt, std::string* last_error);
+
   net::Task<void> Handle(net::ServerExchange& exchange);
   net::Task<void> HandleCompletion(net::ServerExchange& exchange, Route route);
+  net::Task<AttemptResult> PrefillAttempt(Call& call, Backend& backend, const std::string& body,
+                                          std::optional<std::string>* answer);
+  net::Task<AttemptResult> DecodeAttempt(Call& call, Backend& backend, const std::string& body);
+  net::Task<void> RelayStream(Call& call, Backend& backend, UpstreamResponse& reply);
   net::Task<void> HandleModels(net::ServerExchange& exchange);
   net::Task<void> RespondError(net::ServerExchange& exchange, Route route, ErrorKind kind,
                                unsigned status, const std::string& message,
