@@ -164,6 +164,16 @@ std::string Describe(const Result<std::string>& body, unsigned status) {
 }
 }  // namespace
 
+net::Task<bool> ProxyServer::RejectedAsTooLarge(Call& call, const Result<std::string>& text) {
+  // ReadRest's only InvalidArgument: the answer outgrew max_response_bytes.
+  // Any backend would produce the same answer, so this is the request's
+  // failure: the backend stays in rotation and no other one is asked.
+  if (text.ok() || !text.status().IsInvalidArgument()) co_return false;
+  co_await RespondError(call.exchange, call.route, ErrorKind::kUpstream, 502,
+                        text.status().message() + " (--max-response-bytes)", call.rid_header);
+  co_return true;
+}
+
 net::Task<bool> ProxyServer::TryBackends(Role role, std::optional<Role> fallback,
                                          bool count_retries, const Attempt& attempt,
                                          std::string* last_error) {
@@ -251,6 +261,7 @@ net::Task<ProxyServer::AttemptResult> ProxyServer::PrefillAttempt(
   }
   call.active = nullptr;
   if (call.ClientGone(metrics_)) co_return AttemptResult{};
+  if (co_await RejectedAsTooLarge(call, text)) co_return AttemptResult{};
   if (!text.ok() || reply->head.status >= 500) {
     co_return AttemptResult{true, Describe(text, reply.ok() ? reply->head.status : 0)};
   }
@@ -290,6 +301,7 @@ net::Task<ProxyServer::AttemptResult> ProxyServer::DecodeAttempt(Call& call, Bac
       co_await conn->ReadRest(options_.max_response_bytes, options_.decode_timeout);
   call.active = nullptr;
   if (call.ClientGone(metrics_)) co_return AttemptResult{};
+  if (co_await RejectedAsTooLarge(call, text)) co_return AttemptResult{};
   // Nothing was sent to the client yet: another decoder may be tried.
   if (!text.ok()) co_return AttemptResult{true, text.status().ToString()};
   call.pool.Release(std::move(conn));

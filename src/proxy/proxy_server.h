@@ -12,7 +12,8 @@
 //    of rotation and the leg is retried on another one (max_attempts in
 //    all), as long as nothing was streamed to the client yet. A 4xx from a
 //    backend is the client's problem and is passed through. No available
-//    backend: 503.
+//    backend: 503. An answer over max_response_bytes is that request's
+//    failure: 502, the backend stays in rotation, no retry.
 //  * A client that disconnects has its upstream connections closed at once.
 //  * GET /v1/models is forwarded to an available backend; GET /health is
 //    200 while at least one prefill and one decode backend are healthy;
@@ -71,6 +72,8 @@ class ProxyServer {
   net::Task<AttemptResult> PrefillAttempt(Call& call, Backend& backend, const std::string& body,
                                           std::optional<std::string>* answer);
   net::Task<AttemptResult> DecodeAttempt(Call& call, Backend& backend, const std::string& body);
+  // Answers 502 when `text` failed for being over max_response_bytes.
+  net::Task<bool> RejectedAsTooLarge(Call& call, const Result<std::string>& text);
   net::Task<void> RelayStream(Call& call, Backend& backend, UpstreamResponse& reply);
   net::Task<void> HandleModels(net::ServerExchange& exchange);
   net::Task<void> RespondError(net::ServerExchange& exchange, Route route, ErrorKind kind,

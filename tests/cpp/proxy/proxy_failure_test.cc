@@ -59,6 +59,23 @@ TEST(ProxyFailover, BackendRejectionIsPassedThroughNotRetried) {
   EXPECT_EQ(env.proxy().backends().HealthyCount(Role::kPrefill), 2);
 }
 
+TEST(ProxyFailover, OversizedAnswerFailsThatRequestOnly) {
+  // 2000 tokens "t0 t1 ..." make a ~12 KB answer; 4 KB are allowed.
+  ProxyTestEnv env(1, 2, [](ProxyOptions& o) { o.max_response_bytes = 4096; });
+  ExpectOpenAiError(env.Post("/v1/completions", R"({"prompt":"hello","max_tokens":2000})"), 502,
+                    "exceeds 4096");
+  // Not retried (another decoder would generate the same answer), and no
+  // decoder was blamed for it.
+  EXPECT_EQ(env.decode(0).completion_requests() + env.decode(1).completion_requests(), 1u);
+  EXPECT_EQ(env.proxy().backends().HealthyCount(Role::kDecode), 2);
+  for (int i = 0; i < 2; ++i) {
+    ExpectOpenAiError(env.Post("/v1/completions", R"({"prompt":"hello","max_tokens":2000})"), 502,
+                      "exceeds 4096");
+  }
+  EXPECT_EQ(env.proxy().backends().HealthyCount(Role::kDecode), 2);
+  EXPECT_EQ(env.Post("/v1/completions", kRequest).status, 200u);
+}
+
 TEST(ProxyFailover, NoHealthyBackendIs503) {
   ProxyTestEnv env(1, 1, [](ProxyOptions& o) { o.prefiller_ports = {DeadPort()}; });
   ExpectOpenAiError(env.Post("/v1/completions", kRequest), 503, "no prefill backend");
