@@ -2,9 +2,11 @@
 
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <cstdio>
+#include <list>
 
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
@@ -176,7 +178,27 @@ struct HttpServer::Worker {
   size_t index = 0;
   asio::io_context context{1};
   tcp::acceptor acceptor{context};
+  int connections = 0;    // admitted sessions
+  int over_capacity = 0;  // over-capacity sessions
+  // Sessions waiting for a request, oldest first (admitted ones, and
+  // over-capacity ones). A session removes its own entry when its wait ends.
+  std::list<tcp::socket*> idle;
+  std::list<tcp::socket*> idle_over_capacity;
 };
+
+namespace {
+// Closes the longest-idle connection of `idle`, freeing its descriptor at
+// once (its session then ends); skips those closed but not yet woken.
+bool CloseOldest(std::list<tcp::socket*>& idle) {
+  for (tcp::socket* socket : idle) {
+    if (!socket->is_open()) continue;
+    boost::system::error_code ec;
+    socket->close(ec);
+    return true;
+  }
+  return false;
+}
+}  // namespace
 
 HttpServer::HttpServer(ServerOptions options, Handler handler)
     : options_(std::move(options)), handler_(std::move(handler)) {}
@@ -229,13 +251,44 @@ void HttpServer::Stop(const std::function<void()>& before_teardown) {
   workers_.clear();  // destroys pending sessions with their io_context
 }
 
+namespace {
+// Accept failures that mean "no descriptors or memory now": retrying at once
+// would spin, since the queued connection keeps the acceptor readable.
+constexpr int kMaxOverCapacity = 2;  // per worker
+
+bool OutOfResources(const boost::system::error_code& ec) {
+  return ec == asio::error::no_descriptors || ec == asio::error::no_buffer_space ||
+         ec == asio::error::no_memory || ec == boost::system::errc::too_many_files_open_in_system;
+}
+}  // namespace
+
 Task<void> HttpServer::AcceptLoop(Worker& worker) {
+  constexpr Duration kMinBackoff{10}, kMaxBackoff{1000};
+  const int threads = static_cast<int>(workers_.size());
+  const int cap = std::max(1, (options_.max_connections + threads - 1) / threads);
+  asio::steady_timer timer(worker.context);
+  Duration backoff = kMinBackoff;
   for (;;) {
     boost::system::error_code ec;
     tcp::socket socket = co_await worker.acceptor.async_accept(Await(ec));
     if (ec == asio::error::operation_aborted || !worker.acceptor.is_open()) co_return;
-    if (ec) continue;  // e.g. EMFILE: keep serving the connections we have
-    asio::co_spawn(worker.context, Session(worker, std::move(socket)), asio::detached);
+    if (OutOfResources(ec)) {
+      // A descriptor is free again as soon as an idle connection is closed.
+      if (CloseOldest(worker.idle_over_capacity) || CloseOldest(worker.idle)) continue;
+      timer.expires_after(backoff);
+      co_await timer.async_wait(Await(ec));
+      backoff = std::min(backoff * 2, kMaxBackoff);
+      continue;
+    }
+    if (ec) continue;  // e.g. the client reset the connection before accept
+    backoff = kMinBackoff;
+    const bool admitted = worker.connections < cap || CloseOldest(worker.idle);
+    if (!admitted && worker.over_capacity >= kMaxOverCapacity &&
+        !CloseOldest(worker.idle_over_capacity)) {
+      socket.close(ec);  // every over-capacity slot is busy answering
+      continue;
+    }
+    asio::co_spawn(worker.context, Session(worker, std::move(socket), !admitted), asio::detached);
   }
 }
 
@@ -263,7 +316,16 @@ Task<void> RejectAndClose(tcp::socket& socket, Watchdog& watchdog, unsigned stat
 }
 }  // namespace
 
-Task<void> HttpServer::Session(Worker& worker, tcp::socket socket) {
+Task<void> HttpServer::Session(Worker& worker, tcp::socket socket, bool over_capacity) {
+  // Over capacity: one request within a short time, and then the connection closes.
+  constexpr Duration kOverCapacityTimeout{5000};
+  struct Count {  // the session counts against its worker's limit while it lives
+    int& count;
+    explicit Count(int& c) : count(c) { ++count; }
+    ~Count() { --count; }
+  } count(over_capacity ? worker.over_capacity : worker.connections);
+  auto& idle = over_capacity ? worker.idle_over_capacity : worker.idle;
+  const Duration idle_timeout = over_capacity ? kOverCapacityTimeout : options_.idle_timeout;
   boost::system::error_code ec;
   socket.set_option(tcp::no_delay(true), ec);
   Watchdog watchdog(socket.get_executor(), socket);
@@ -271,7 +333,15 @@ Task<void> HttpServer::Session(Worker& worker, tcp::socket socket) {
   for (;;) {
     http::request_parser<http::string_body> parser;
     parser.body_limit(options_.max_body_bytes);
-    watchdog.Start(options_.idle_timeout);
+    watchdog.Start(idle_timeout);
+    if (buffer.size() == 0) {
+      // Idle until the request's first byte: the connection may be closed
+      // meanwhile to make room for a new one (see AcceptLoop).
+      auto entry = idle.insert(idle.end(), &socket);
+      co_await socket.async_wait(tcp::socket::wait_read, Await(ec));
+      idle.erase(entry);
+      if (ec || !socket.is_open()) break;
+    }
     co_await http::async_read(socket, buffer, parser, Await(ec));
     watchdog.Stop();
     if (ec == http::error::body_limit) {
@@ -287,10 +357,23 @@ Task<void> HttpServer::Session(Worker& worker, tcp::socket socket) {
       break;
     }
     auto& request = parser.get();
-    ServerExchange::Impl impl{
-        socket, watchdog, request, worker.index, options_.write_timeout, request.keep_alive()};
+    ServerExchange::Impl impl{socket,
+                              watchdog,
+                              request,
+                              worker.index,
+                              options_.write_timeout,
+                              !over_capacity && request.keep_alive()};
     ServerExchange exchange(&impl);
     bool threw = false;
+    if (over_capacity && std::find(options_.overload_paths.begin(), options_.overload_paths.end(),
+                                   exchange.path()) == options_.overload_paths.end()) {
+      co_await exchange.Respond(
+          503, "application/json",
+          OpenAiErrorBody("server at its connection limit (" +
+                              std::to_string(options_.max_connections) + "); try again later",
+                          "service_unavailable", 503));
+      break;
+    }
     try {
       co_await handler_(exchange);
     } catch (const std::exception&) {

@@ -13,6 +13,12 @@
 // `before_teardown` (the moment to destroy objects bound to the workers'
 // io_contexts, such as pooled client connections) and then destroys the
 // io_contexts with every pending session.
+//
+// Descriptors: when accept fails for lack of descriptors (EMFILE, ENFILE,
+// ENOBUFS, ENOMEM), the worker closes its longest-idle connection (one
+// waiting for a request) and accepts again; with none idle it waits
+// (backing off from 10 ms to 1 s) instead of retrying at once, which would
+// spin: the pending connection keeps the acceptor readable.
 #pragma once
 
 #include <cstdint>
@@ -36,6 +42,14 @@ struct ServerOptions {
   size_t max_body_bytes = 16 << 20;
   Duration idle_timeout{75'000};   // keep-alive connection without a request
   Duration write_timeout{60'000};  // one write to a client that stopped reading
+  // Client connections, split evenly over the workers. A new connection on
+  // a worker at its share first closes that worker's longest-idle keep-alive
+  // connection (one waiting for a request); with none idle it is served as an
+  // over-capacity connection (at most 2 per worker, the longest-waiting one
+  // making room for a new one): one request within 5 s, answered only for
+  // `overload_paths` (e.g. a health check) and 503 otherwise, then closed.
+  int max_connections = 4096;
+  std::vector<std::string> overload_paths;
 };
 
 class ServerExchange {
@@ -91,7 +105,7 @@ class HttpServer {
  private:
   struct Worker;
   Task<void> AcceptLoop(Worker& worker);
-  Task<void> Session(Worker& worker, tcp::socket socket);
+  Task<void> Session(Worker& worker, tcp::socket socket, bool over_capacity);
 
   ServerOptions options_;
   Handler handler_;

@@ -1,5 +1,8 @@
 #include "proxy/proxy_server.h"
 
+#include <sys/resource.h>
+
+#include <algorithm>
 #include <cstdio>
 #include <random>
 
@@ -41,6 +44,24 @@ std::string ContentType(const net::ResponseHead& head) {
   return type.empty() ? "application/json" : std::string(type);
 }
 
+// max_connections, lowered to what the descriptor limit allows: each client
+// connection may hold a prefill and a decode connection too, and every worker
+// needs a few descriptors of its own (epoll, eventfd, timerfd, acceptor, two
+// over-capacity connections).
+int ConnectionCap(int max_connections, int threads) {
+  rlimit limit{};
+  if (::getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur == RLIM_INFINITY) {
+    return max_connections;
+  }
+  const auto reserved = static_cast<rlim_t>(8 + (4 + 2) * threads);  // + over-capacity ones
+  const rlim_t fit = limit.rlim_cur > reserved ? (limit.rlim_cur - reserved) / 3 : 1;
+  if (fit >= static_cast<rlim_t>(max_connections)) return max_connections;
+  std::fprintf(
+      stderr, "kvtier-proxy: serving at most %d client connections (descriptor limit %llu)\n",
+      static_cast<int>(std::max<rlim_t>(fit, 1)), static_cast<unsigned long long>(limit.rlim_cur));
+  return static_cast<int>(std::max<rlim_t>(fit, 1));
+}
+
 }  // namespace
 
 Result<std::unique_ptr<ProxyServer>> ProxyServer::Create(ProxyOptions options) {
@@ -60,6 +81,8 @@ Status ProxyServer::Start() {
   server_options.port = options_.port;
   server_options.threads = options_.threads;
   server_options.max_body_bytes = options_.max_body_bytes;
+  server_options.max_connections = ConnectionCap(options_.max_connections, options_.threads);
+  server_options.overload_paths = {"/health", "/metrics"};
   pools_.resize(static_cast<size_t>(options_.threads));
   server_ = std::make_unique<net::HttpServer>(
       server_options, [this](net::ServerExchange& exchange) { return Handle(exchange); });
