@@ -25,11 +25,17 @@ namespace {
 
 // Watches a client socket for EOF/reset while a handler runs. Shared with the
 // pending async_wait so a late completion after the handler finished is inert.
+// Bytes a client sends meanwhile (a pipelined request) are moved into the
+// session's read buffer, where the next request's read finds them, so that
+// a hang-up after them is still seen; past `limit` buffered bytes watching
+// stops.
 struct ClientWatch {
   bool active = true;
   bool armed = false;
   bool gone = false;
   tcp::socket* socket = nullptr;
+  beast::flat_buffer* buffer = nullptr;
+  size_t limit = 0;
   std::function<void()> on_gone;
 };
 
@@ -39,11 +45,12 @@ void ArmWatch(const std::shared_ptr<ClientWatch>& watch) {
     watch->armed = false;
     if (!watch->active) return;
     if (!ec) {
-      char byte;
-      ssize_t n = ::recv(watch->socket->native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-      if (n > 0) return;  // a pipelined request, not a hang-up: stop watching
-      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-        ArmWatch(watch);  // spurious wake-up
+      auto space = watch->buffer->prepare(16 * 1024);
+      ssize_t n = ::recv(watch->socket->native_handle(), space.data(), space.size(), MSG_DONTWAIT);
+      if (n > 0) watch->buffer->commit(static_cast<size_t>(n));   // a pipelined request
+      if (n > 0 && watch->buffer->size() > watch->limit) return;  // stop watching
+      if (n > 0 || (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))) {
+        ArmWatch(watch);  // not a hang-up (yet)
         return;
       }
     }
@@ -63,7 +70,9 @@ std::string StatusLine(unsigned status) {
 
 struct ServerExchange::Impl {
   tcp::socket& socket;
-  Watchdog& watchdog;  // bounds each write
+  Watchdog& watchdog;          // bounds each write
+  beast::flat_buffer& buffer;  // the session's read buffer
+  size_t buffer_limit;         // the most the client watch moves into it
   http::request<http::string_body>& request;
   size_t worker;
   Duration write_timeout;
@@ -165,6 +174,8 @@ void ServerExchange::OnClientGone(std::function<void()> on_gone) {
   if (!watch) {
     watch = std::make_shared<ClientWatch>();
     watch->socket = &impl_->socket;
+    watch->buffer = &impl_->buffer;
+    watch->limit = impl_->buffer_limit;
   }
   if (watch->gone) {
     on_gone();
@@ -359,6 +370,8 @@ Task<void> HttpServer::Session(Worker& worker, tcp::socket socket, bool over_cap
     auto& request = parser.get();
     ServerExchange::Impl impl{socket,
                               watchdog,
+                              buffer,
+                              options_.max_body_bytes + 64 * 1024,
                               request,
                               worker.index,
                               options_.write_timeout,

@@ -79,6 +79,8 @@ class ServerExchange {
   // Calls `on_gone` (once, on this worker) if the client closes or resets the
   // connection before the handler returns: the handler should then abandon
   // its work, e.g. close upstream connections. Replaces any earlier callback.
+  // Bytes the client sends meanwhile (a pipelined request) are kept for the
+  // next request's read, and watching goes on after them.
   void OnClientGone(std::function<void()> on_gone);
   bool client_gone() const;
   bool response_started() const;

@@ -15,6 +15,10 @@
 //    backend: 503. An answer over max_response_bytes is that request's
 //    failure: 502, the backend stays in rotation, no retry.
 //  * A client that disconnects has its upstream connections closed at once.
+//    When no decoder got the decode leg (the client left between the legs,
+//    or every decode attempt failed), a one-token decode request with the
+//    prefill's kv_transfer_params is sent anyway (ReleaseKv), which is what
+//    makes vLLM's prefill engine free the request's KV (docs/proxy.md).
 //  * GET /v1/models is forwarded to an available backend; GET /health is
 //    200 while at least one prefill and one decode backend are healthy;
 //    GET /metrics is Prometheus text (ProxyMetrics).
@@ -74,6 +78,9 @@ class ProxyServer {
   net::Task<AttemptResult> DecodeAttempt(Call& call, Backend& backend, const std::string& body);
   // Answers 502 when `text` failed for being over max_response_bytes.
   net::Task<bool> RejectedAsTooLarge(Call& call, const Result<std::string>& text);
+  // Sends ReleaseBody() to a decoder, so that the prefill engine frees the
+  // KV it keeps for this request when no decoder received the decode leg.
+  net::Task<void> ReleaseKv(Call& call, const std::string& prefill_answer);
   net::Task<void> RelayStream(Call& call, Backend& backend, UpstreamResponse& reply);
   net::Task<void> HandleModels(net::ServerExchange& exchange);
   net::Task<void> RespondError(net::ServerExchange& exchange, Route route, ErrorKind kind,

@@ -209,5 +209,60 @@ TEST(ProxyCancel, ClientHangUpDuringPrefillCancelsItAndSkipsDecode) {
   EXPECT_EQ(env.decode(0).completion_requests(), 0u);
 }
 
+TEST(ProxyKv, KvIsReleasedWhenNoDecoderTookTheRequest) {
+  const uint16_t dead = DeadPort();
+  ProxyTestEnv env(1, 1, [dead](ProxyOptions& o) {
+    o.max_attempts = 1;
+    o.decoder_hosts.insert(o.decoder_hosts.begin(), "127.0.0.1");
+    o.decoder_ports.insert(o.decoder_ports.begin(), dead);
+  });
+  // Load on the live decoder makes the dead one the first pick.
+  Lease busy(env.proxy().backends().of(Role::kDecode)[1].get(), 1000);
+  ExpectOpenAiError(
+      env.Post("/v1/completions", R"({"prompt":"hello","max_tokens":50,"stream":true})"), 503,
+      "no decode backend");
+  // The prefill engine keeps the KV until a decoder pulls it: the live
+  // decoder gets the decode leg cut to one token, with the prefill's handle.
+  ASSERT_TRUE(Eventually([&] { return ProxyTestEnv::Completions(env.decode(0)).size() == 1; }));
+  json body = json::parse(ProxyTestEnv::Completions(env.decode(0))[0].body);
+  EXPECT_EQ(body["max_tokens"], 1);
+  EXPECT_EQ(body["stream"], false);
+  EXPECT_EQ(body["prompt"], "hello");
+  EXPECT_EQ(body["kv_transfer_params"]["remote_engine_id"], "p0");
+  EXPECT_EQ(body["kv_transfer_params"]["do_remote_prefill"], true);
+  EXPECT_TRUE(Eventually([&] { return env.decode(0).finished() == 1; }));
+}
+
+// Sends one request, waits until `ready` holds, sends a second one on the
+// same connection (pipelined: the first is not answered yet) and hangs up.
+net::Task<void> PipelineAndHangUp(net::Endpoint endpoint, std::string body,
+                                  std::function<bool()> ready) {
+  net::HttpConnection conn(co_await net::asio::this_coro::executor, endpoint);
+  if (!(co_await conn.Connect(net::Duration(5000))).ok()) co_return;
+  std::string head = net::FormatRequestHead("POST", "/v1/completions", endpoint.HostPort(),
+                                            {{"Content-Type", "application/json"}}, body.size());
+  if (!(co_await conn.Send(head, body, net::Duration(5000))).ok()) co_return;
+  net::asio::steady_timer timer(co_await net::asio::this_coro::executor);
+  while (!ready()) {
+    boost::system::error_code ec;
+    timer.expires_after(std::chrono::milliseconds(5));
+    co_await timer.async_wait(net::Await(ec));
+  }
+  EXPECT_TRUE((co_await conn.Send(head, body, net::Duration(5000))).ok());
+  conn.Close();
+}
+
+TEST(ProxyCancel, HangUpAfterAPipelinedRequestStillCancelsThePrefill) {
+  net::FakeOpenAiOptions slow;
+  slow.first_token_delay = net::Duration(60'000);
+  ProxyTestEnv env(1, 1, nullptr, slow);
+  auto& prefill = env.prefill(0);
+  RunClient(PipelineAndHangUp(env.endpoint(), R"({"prompt":[1,2],"max_tokens":5})",
+                              [&prefill] { return prefill.completion_requests() == 1; }));
+  EXPECT_TRUE(Eventually([&prefill] { return prefill.cancelled() == 1; }));
+  EXPECT_EQ(prefill.finished(), 0);
+  EXPECT_EQ(env.decode(0).completion_requests(), 0u);
+}
+
 }  // namespace
 }  // namespace kvtier::proxy::testing
