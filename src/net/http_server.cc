@@ -1,3 +1,5 @@
+// HttpServer (see http_server.h): per-worker acceptors and sessions, the
+// client-gone watch, connection limits and the ServerExchange writes.
 #include "net/http_server.h"
 
 #include <sys/socket.h>
@@ -13,7 +15,6 @@
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/string_body.hpp>
 
-#include "net/openai_error.h"
 #include "net/watchdog.h"
 
 namespace kvtier::net {
@@ -304,15 +305,19 @@ Task<void> HttpServer::AcceptLoop(Worker& worker) {
 }
 
 namespace {
+std::string ErrorBody(const ServerOptions& options, unsigned status, std::string_view message) {
+  return options.error_body ? options.error_body(status, message) : std::string(message);
+}
+
 // Answers a request the server rejected before the handler saw it, then
 // drains what the client is still sending so that closing does not reset the
 // connection before the client has read the answer.
-Task<void> RejectAndClose(tcp::socket& socket, Watchdog& watchdog, unsigned status,
-                          std::string_view message) {
-  std::string body = OpenAiErrorBody(message, OpenAiErrorType(status), status);
-  std::string reply = StatusLine(status) +
-                      "Content-Type: application/json\r\nConnection: close\r\nContent-Length: " +
-                      std::to_string(body.size()) + "\r\n\r\n" + body;
+Task<void> RejectAndClose(tcp::socket& socket, Watchdog& watchdog, const ServerOptions& options,
+                          unsigned status, std::string_view message) {
+  std::string body = ErrorBody(options, status, message);
+  std::string reply = StatusLine(status) + "Content-Type: " + options.error_content_type +
+                      "\r\nConnection: close\r\nContent-Length: " + std::to_string(body.size()) +
+                      "\r\n\r\n" + body;
   boost::system::error_code ec;
   watchdog.Start(std::chrono::seconds(5));
   co_await asio::async_write(socket, asio::buffer(reply), Await(ec));
@@ -357,13 +362,14 @@ Task<void> HttpServer::Session(Worker& worker, tcp::socket socket, bool over_cap
     watchdog.Stop();
     if (ec == http::error::body_limit) {
       co_await RejectAndClose(
-          socket, watchdog, 413,
+          socket, watchdog, options_, 413,
           "request body exceeds " + std::to_string(options_.max_body_bytes) + " bytes");
       co_return;
     }
     if (ec) {
       if (parser.got_some() && !watchdog.fired() && ec != http::error::partial_message) {
-        co_await RejectAndClose(socket, watchdog, 400, "malformed HTTP request: " + ec.message());
+        co_await RejectAndClose(socket, watchdog, options_, 400,
+                                "malformed HTTP request: " + ec.message());
       }
       break;
     }
@@ -381,10 +387,10 @@ Task<void> HttpServer::Session(Worker& worker, tcp::socket socket, bool over_cap
     if (over_capacity && std::find(options_.overload_paths.begin(), options_.overload_paths.end(),
                                    exchange.path()) == options_.overload_paths.end()) {
       co_await exchange.Respond(
-          503, "application/json",
-          OpenAiErrorBody("server at its connection limit (" +
-                              std::to_string(options_.max_connections) + "); try again later",
-                          "service_unavailable", 503));
+          503, options_.error_content_type,
+          ErrorBody(options_, 503,
+                    "server at its connection limit (" + std::to_string(options_.max_connections) +
+                        "); try again later"));
       break;
     }
     try {
@@ -397,9 +403,8 @@ Task<void> HttpServer::Session(Worker& worker, tcp::socket socket, bool over_cap
       if (impl.watch->armed) socket.cancel(ec);
     }
     if (!impl.started && !exchange.client_gone()) {
-      std::string body =
-          OpenAiErrorBody(threw ? "internal error" : "no response", "server_error", 500);
-      co_await exchange.Respond(500, "application/json", body);
+      co_await exchange.Respond(500, options_.error_content_type,
+                                ErrorBody(options_, 500, threw ? "internal error" : "no response"));
     }
     if (impl.failed || impl.chunked || exchange.client_gone() || !impl.keep_alive) break;
   }

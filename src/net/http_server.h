@@ -8,10 +8,9 @@
 // ServerExchange; the handler answers with Respond() or with BeginStream(),
 // WriteChunk()..., EndStream(). A handler that answers nothing gets a 500.
 // Requests the server cannot parse, or with a body over max_body_bytes, are
-// answered 400/413 with an OpenAI-style JSON error without calling the
-// handler. Stop() (also the destructor) stops the workers, joins them, runs
-// `before_teardown` (the moment to destroy objects bound to the workers'
-// io_contexts, such as pooled client connections) and then destroys the
+// answered 400/413 (body: options.error_body) without calling the handler. Stop() (also the
+// destructor) stops the workers, joins them, runs `before_teardown` (the moment to destroy objects
+// bound to the workers' io_contexts, such as pooled client connections) and then destroys the
 // io_contexts with every pending session.
 //
 // Descriptors: when accept fails for lack of descriptors (EMFILE, ENFILE,
@@ -50,6 +49,11 @@ struct ServerOptions {
   // `overload_paths` (e.g. a health check) and 503 otherwise, then closed.
   int max_connections = 4096;
   std::vector<std::string> overload_paths;
+  // The body (and its type) of the errors the server answers by itself:
+  // unreadable requests (400, 413), a handler that answered nothing (500)
+  // and over-capacity connections (503). Unset: the message as plain text.
+  std::function<std::string(unsigned status, std::string_view message)> error_body;
+  std::string error_content_type = "text/plain; charset=utf-8";
 };
 
 class ServerExchange {

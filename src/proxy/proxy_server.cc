@@ -7,7 +7,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "net/openai_error.h"
+#include "openai/openai_error.h"
 #include "proxy/health_checker.h"
 #include "proxy/upstream_reply.h"
 
@@ -58,6 +58,7 @@ Status ProxyServer::Start() {
   server_options.host = options_.host;
   server_options.port = options_.port;
   server_options.threads = options_.threads;
+  openai::UseOpenAiErrors(server_options);
   server_options.max_body_bytes = options_.max_body_bytes;
   server_options.max_connections = ConnectionCap(options_.max_connections, options_.threads);
   server_options.overload_paths = {"/health", "/metrics"};
@@ -95,9 +96,9 @@ net::Task<void> ProxyServer::RespondError(net::ServerExchange& exchange, Route r
                                           const std::string& extra_headers) {
   metrics_.CountError(route, kind);
   if (exchange.client_gone() || exchange.response_started()) co_return;
-  co_await exchange.Respond(status, "application/json",
-                            net::OpenAiErrorBody(message, net::OpenAiErrorType(status), status),
-                            extra_headers);
+  co_await exchange.Respond(
+      status, "application/json",
+      openai::OpenAiErrorBody(message, openai::OpenAiErrorType(status), status), extra_headers);
 }
 
 net::Task<void> ProxyServer::Handle(net::ServerExchange& exchange) {

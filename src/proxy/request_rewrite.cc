@@ -6,6 +6,8 @@
 
 #include <unordered_map>
 
+#include "openai/prompt_tokens.h"
+
 namespace kvtier::proxy {
 
 namespace {
@@ -68,7 +70,7 @@ size_t MembersSize(const CompletionRequest& request) {
 constexpr int64_t kDefaultCompletionTokens = 16;
 constexpr int64_t kDefaultChatTokens = 256;
 
-int64_t TextTokens(size_t chars) { return static_cast<int64_t>((chars + 3) / 4); }
+using openai::TextTokens;
 
 bool IsInteger(dom::element e) { return e.is_int64() || e.is_uint64(); }
 

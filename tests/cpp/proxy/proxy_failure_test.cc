@@ -169,7 +169,7 @@ net::Task<void> ReadFirstPiece(net::Endpoint endpoint, std::string body, std::st
 }
 
 TEST(ProxyStream, EventsAreRelayedAsTheyArrive) {
-  net::FakeOpenAiOptions slow;
+  openai::FakeOpenAiOptions slow;
   slow.token_interval = net::Duration(600'000);  // the second token would come much later
   ProxyTestEnv env(1, 1, nullptr, slow);
   const std::string body = R"({"prompt":[1,2],"max_tokens":3,"stream":true})";
@@ -182,7 +182,7 @@ TEST(ProxyStream, EventsAreRelayedAsTheyArrive) {
 }
 
 TEST(ProxyCancel, ClientHangUpDuringDecodeStreamCancelsUpstream) {
-  net::FakeOpenAiOptions slow;
+  openai::FakeOpenAiOptions slow;
   slow.token_interval = net::Duration(50);  // 1000 tokens would take 50 s
   ProxyTestEnv env(1, 1, nullptr, slow);
   RunClient(SendAndHangUp(
@@ -196,7 +196,7 @@ TEST(ProxyCancel, ClientHangUpDuringDecodeStreamCancelsUpstream) {
 }
 
 TEST(ProxyCancel, ClientHangUpDuringPrefillCancelsItAndSkipsDecode) {
-  net::FakeOpenAiOptions slow;
+  openai::FakeOpenAiOptions slow;
   slow.first_token_delay = net::Duration(60'000);
   ProxyTestEnv env(1, 1, nullptr, slow);
   auto& prefill = env.prefill(0);
@@ -253,7 +253,7 @@ net::Task<void> PipelineAndHangUp(net::Endpoint endpoint, std::string body,
 }
 
 TEST(ProxyCancel, HangUpAfterAPipelinedRequestStillCancelsThePrefill) {
-  net::FakeOpenAiOptions slow;
+  openai::FakeOpenAiOptions slow;
   slow.first_token_delay = net::Duration(60'000);
   ProxyTestEnv env(1, 1, nullptr, slow);
   auto& prefill = env.prefill(0);

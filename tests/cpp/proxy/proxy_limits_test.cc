@@ -16,8 +16,8 @@
 #include <thread>
 #include <vector>
 
-#include "net/fake_openai_server.h"
 #include "net/http_sync_client.h"
+#include "openai/fake_openai_server.h"
 #include "proxy_test_env.h"
 
 namespace kvtier::proxy::testing {
@@ -95,7 +95,7 @@ int ConnectTo(uint16_t port) {
 }
 
 TEST(ProxyLimits, OutOfDescriptorsNeitherSpinsNorStopsHealth) {
-  net::FakeOpenAiServer prefill({}), decode({});
+  openai::FakeOpenAiServer prefill({}), decode({});
   ASSERT_TRUE(prefill.Start().ok());
   ASSERT_TRUE(decode.Start().ok());
   ProxyProcess proxy(
