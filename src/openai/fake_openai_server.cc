@@ -50,10 +50,8 @@ FakeOpenAiServer::FakeOpenAiServer(FakeOpenAiOptions options) : options_(std::mo
 FakeOpenAiServer::~FakeOpenAiServer() { Stop(); }
 
 Status FakeOpenAiServer::Start() {
-  net::ServerOptions server_options;
-  server_options.host = options_.host;
-  server_options.port = options_.port;
-  server_options.threads = options_.threads;
+  net::ServerOptions server_options{
+      .host = options_.host, .port = options_.port, .threads = options_.threads};
   UseOpenAiErrors(server_options);
   server_ = std::make_unique<net::HttpServer>(
       server_options, [this](net::ServerExchange& exchange) { return Handle(exchange); });
