@@ -1,4 +1,4 @@
-// kvtier-fake-openai: a fast fake vLLM OpenAI server (net/fake_openai_server.h),
+// kvtier-fake-openai: a fast fake vLLM OpenAI server (openai/fake_openai_server.h),
 // the backend of bench/proxy_bench.sh and a handy stand-in for manual tests.
 // Runs until SIGINT or SIGTERM.
 #include <cstdio>
@@ -7,10 +7,10 @@
 
 #include "net/stop_signal.h"
 
-#include "net/fake_openai_server.h"
+#include "openai/fake_openai_server.h"
 
 int main(int argc, char** argv) {
-  kvtier::net::FakeOpenAiOptions options;
+  kvtier::openai::FakeOpenAiOptions options;
   options.record = false;  // a long benchmark would otherwise keep every body
   long first_token_ms = 0;
   long token_interval_ms = 0;
@@ -31,7 +31,7 @@ int main(int argc, char** argv) {
 
   const sigset_t signals = kvtier::net::BlockStopSignals();
 
-  kvtier::net::FakeOpenAiServer server(options);
+  kvtier::openai::FakeOpenAiServer server(options);
   kvtier::Status s = server.Start();
   if (!s.ok()) {
     std::fprintf(stderr, "kvtier-fake-openai: %s\n", s.ToString().c_str());

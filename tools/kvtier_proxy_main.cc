@@ -5,6 +5,8 @@
 //       --decoder-hosts 10.0.0.5 10.0.0.5 --decoder-ports 9000 9001
 //
 // Runs until SIGINT or SIGTERM.
+#include <sys/resource.h>
+
 #include <cstdio>
 #include <thread>
 
@@ -50,6 +52,10 @@ int main(int argc, char** argv) {
   app.add_option("--max-attempts", options.max_attempts,
                  "Backends tried per leg before answering 503")
       ->capture_default_str();
+  app.add_option("--max-connections", options.max_connections,
+                 "Client connections served; beyond it idle ones are closed first, else only "
+                 "/health and /metrics are answered")
+      ->capture_default_str();
   app.add_option("--max-idle-per-backend", options.max_idle_per_backend,
                  "Idle keep-alive connections kept per backend and worker")
       ->capture_default_str();
@@ -64,6 +70,14 @@ int main(int argc, char** argv) {
   AddMillis(app, "--retry-after-ms", options.retry_after,
             "How long a failed backend stays out of rotation unless a probe succeeds");
   CLI11_PARSE(app, argc, argv);
+
+  // Every client connection needs descriptors (its own and its upstream
+  // ones): use all the hard limit allows. The proxy sizes its connection cap
+  // to the limit it finds.
+  if (rlimit limit{}; ::getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < limit.rlim_max) {
+    limit.rlim_cur = limit.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &limit);
+  }
 
   // Block the stop signals before any thread starts, then wait for them here.
   const sigset_t signals = kvtier::net::BlockStopSignals();

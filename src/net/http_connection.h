@@ -57,7 +57,8 @@ class HttpConnection {
   // Appends the next piece of body to `out`. Returns false once the body has
   // ended (nothing appended then).
   Task<Result<bool>> ReadSome(std::string& out, Duration timeout);
-  // Reads the whole remaining body; fails if it exceeds `limit` bytes.
+  // Reads the whole remaining body; fails with InvalidArgument (and closes
+  // the connection) if it exceeds `limit` bytes.
   Task<Result<std::string>> ReadRest(size_t limit, Duration timeout);
 
   void Close();

@@ -1,17 +1,20 @@
+// HttpServer (see http_server.h): per-worker acceptors and sessions, the
+// client-gone watch, connection limits and the ServerExchange writes.
 #include "net/http_server.h"
 
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <cstdio>
+#include <list>
 
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/string_body.hpp>
 
-#include "net/openai_error.h"
 #include "net/watchdog.h"
 
 namespace kvtier::net {
@@ -23,11 +26,17 @@ namespace {
 
 // Watches a client socket for EOF/reset while a handler runs. Shared with the
 // pending async_wait so a late completion after the handler finished is inert.
+// Bytes a client sends meanwhile (a pipelined request) are moved into the
+// session's read buffer, where the next request's read finds them, so that
+// a hang-up after them is still seen; past `limit` buffered bytes watching
+// stops.
 struct ClientWatch {
   bool active = true;
   bool armed = false;
   bool gone = false;
   tcp::socket* socket = nullptr;
+  beast::flat_buffer* buffer = nullptr;
+  size_t limit = 0;
   std::function<void()> on_gone;
 };
 
@@ -37,11 +46,12 @@ void ArmWatch(const std::shared_ptr<ClientWatch>& watch) {
     watch->armed = false;
     if (!watch->active) return;
     if (!ec) {
-      char byte;
-      ssize_t n = ::recv(watch->socket->native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-      if (n > 0) return;  // a pipelined request, not a hang-up: stop watching
-      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-        ArmWatch(watch);  // spurious wake-up
+      auto space = watch->buffer->prepare(16 * 1024);
+      ssize_t n = ::recv(watch->socket->native_handle(), space.data(), space.size(), MSG_DONTWAIT);
+      if (n > 0) watch->buffer->commit(static_cast<size_t>(n));   // a pipelined request
+      if (n > 0 && watch->buffer->size() > watch->limit) return;  // stop watching
+      if (n > 0 || (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))) {
+        ArmWatch(watch);  // not a hang-up (yet)
         return;
       }
     }
@@ -61,7 +71,9 @@ std::string StatusLine(unsigned status) {
 
 struct ServerExchange::Impl {
   tcp::socket& socket;
-  Watchdog& watchdog;  // bounds each write
+  Watchdog& watchdog;          // bounds each write
+  beast::flat_buffer& buffer;  // the session's read buffer
+  size_t buffer_limit;         // the most the client watch moves into it
   http::request<http::string_body>& request;
   size_t worker;
   Duration write_timeout;
@@ -163,6 +175,8 @@ void ServerExchange::OnClientGone(std::function<void()> on_gone) {
   if (!watch) {
     watch = std::make_shared<ClientWatch>();
     watch->socket = &impl_->socket;
+    watch->buffer = &impl_->buffer;
+    watch->limit = impl_->buffer_limit;
   }
   if (watch->gone) {
     on_gone();
@@ -176,7 +190,27 @@ struct HttpServer::Worker {
   size_t index = 0;
   asio::io_context context{1};
   tcp::acceptor acceptor{context};
+  int connections = 0;    // admitted sessions
+  int over_capacity = 0;  // over-capacity sessions
+  // Sessions waiting for a request, oldest first (admitted ones, and
+  // over-capacity ones). A session removes its own entry when its wait ends.
+  std::list<tcp::socket*> idle;
+  std::list<tcp::socket*> idle_over_capacity;
 };
+
+namespace {
+// Closes the longest-idle connection of `idle`, freeing its descriptor at
+// once (its session then ends); skips those closed but not yet woken.
+bool CloseOldest(std::list<tcp::socket*>& idle) {
+  for (tcp::socket* socket : idle) {
+    if (!socket->is_open()) continue;
+    boost::system::error_code ec;
+    socket->close(ec);
+    return true;
+  }
+  return false;
+}
+}  // namespace
 
 HttpServer::HttpServer(ServerOptions options, Handler handler)
     : options_(std::move(options)), handler_(std::move(handler)) {}
@@ -229,26 +263,61 @@ void HttpServer::Stop(const std::function<void()>& before_teardown) {
   workers_.clear();  // destroys pending sessions with their io_context
 }
 
+namespace {
+// Accept failures that mean "no descriptors or memory now": retrying at once
+// would spin, since the queued connection keeps the acceptor readable.
+constexpr int kMaxOverCapacity = 2;  // per worker
+
+bool OutOfResources(const boost::system::error_code& ec) {
+  return ec == asio::error::no_descriptors || ec == asio::error::no_buffer_space ||
+         ec == asio::error::no_memory || ec == boost::system::errc::too_many_files_open_in_system;
+}
+}  // namespace
+
 Task<void> HttpServer::AcceptLoop(Worker& worker) {
+  constexpr Duration kMinBackoff{10}, kMaxBackoff{1000};
+  const int threads = static_cast<int>(workers_.size());
+  const int cap = std::max(1, (options_.max_connections + threads - 1) / threads);
+  asio::steady_timer timer(worker.context);
+  Duration backoff = kMinBackoff;
   for (;;) {
     boost::system::error_code ec;
     tcp::socket socket = co_await worker.acceptor.async_accept(Await(ec));
     if (ec == asio::error::operation_aborted || !worker.acceptor.is_open()) co_return;
-    if (ec) continue;  // e.g. EMFILE: keep serving the connections we have
-    asio::co_spawn(worker.context, Session(worker, std::move(socket)), asio::detached);
+    if (OutOfResources(ec)) {
+      // A descriptor is free again as soon as an idle connection is closed.
+      if (CloseOldest(worker.idle_over_capacity) || CloseOldest(worker.idle)) continue;
+      timer.expires_after(backoff);
+      co_await timer.async_wait(Await(ec));
+      backoff = std::min(backoff * 2, kMaxBackoff);
+      continue;
+    }
+    if (ec) continue;  // e.g. the client reset the connection before accept
+    backoff = kMinBackoff;
+    const bool admitted = worker.connections < cap || CloseOldest(worker.idle);
+    if (!admitted && worker.over_capacity >= kMaxOverCapacity &&
+        !CloseOldest(worker.idle_over_capacity)) {
+      socket.close(ec);  // every over-capacity slot is busy answering
+      continue;
+    }
+    asio::co_spawn(worker.context, Session(worker, std::move(socket), !admitted), asio::detached);
   }
 }
 
 namespace {
+std::string ErrorBody(const ServerOptions& options, unsigned status, std::string_view message) {
+  return options.error_body ? options.error_body(status, message) : std::string(message);
+}
+
 // Answers a request the server rejected before the handler saw it, then
 // drains what the client is still sending so that closing does not reset the
 // connection before the client has read the answer.
-Task<void> RejectAndClose(tcp::socket& socket, Watchdog& watchdog, unsigned status,
-                          std::string_view message) {
-  std::string body = OpenAiErrorBody(message, OpenAiErrorType(status), status);
-  std::string reply = StatusLine(status) +
-                      "Content-Type: application/json\r\nConnection: close\r\nContent-Length: " +
-                      std::to_string(body.size()) + "\r\n\r\n" + body;
+Task<void> RejectAndClose(tcp::socket& socket, Watchdog& watchdog, const ServerOptions& options,
+                          unsigned status, std::string_view message) {
+  std::string body = ErrorBody(options, status, message);
+  std::string reply = StatusLine(status) + "Content-Type: " + options.error_content_type +
+                      "\r\nConnection: close\r\nContent-Length: " + std::to_string(body.size()) +
+                      "\r\n\r\n" + body;
   boost::system::error_code ec;
   watchdog.Start(std::chrono::seconds(5));
   co_await asio::async_write(socket, asio::buffer(reply), Await(ec));
@@ -263,7 +332,16 @@ Task<void> RejectAndClose(tcp::socket& socket, Watchdog& watchdog, unsigned stat
 }
 }  // namespace
 
-Task<void> HttpServer::Session(Worker& worker, tcp::socket socket) {
+Task<void> HttpServer::Session(Worker& worker, tcp::socket socket, bool over_capacity) {
+  // Over capacity: one request within a short time, and then the connection closes.
+  constexpr Duration kOverCapacityTimeout{5000};
+  struct Count {  // the session counts against its worker's limit while it lives
+    int& count;
+    explicit Count(int& c) : count(c) { ++count; }
+    ~Count() { --count; }
+  } count(over_capacity ? worker.over_capacity : worker.connections);
+  auto& idle = over_capacity ? worker.idle_over_capacity : worker.idle;
+  const Duration idle_timeout = over_capacity ? kOverCapacityTimeout : options_.idle_timeout;
   boost::system::error_code ec;
   socket.set_option(tcp::no_delay(true), ec);
   Watchdog watchdog(socket.get_executor(), socket);
@@ -271,26 +349,50 @@ Task<void> HttpServer::Session(Worker& worker, tcp::socket socket) {
   for (;;) {
     http::request_parser<http::string_body> parser;
     parser.body_limit(options_.max_body_bytes);
-    watchdog.Start(options_.idle_timeout);
+    watchdog.Start(idle_timeout);
+    if (buffer.size() == 0) {
+      // Idle until the request's first byte: the connection may be closed
+      // meanwhile to make room for a new one (see AcceptLoop).
+      auto entry = idle.insert(idle.end(), &socket);
+      co_await socket.async_wait(tcp::socket::wait_read, Await(ec));
+      idle.erase(entry);
+      if (ec || !socket.is_open()) break;
+    }
     co_await http::async_read(socket, buffer, parser, Await(ec));
     watchdog.Stop();
     if (ec == http::error::body_limit) {
       co_await RejectAndClose(
-          socket, watchdog, 413,
+          socket, watchdog, options_, 413,
           "request body exceeds " + std::to_string(options_.max_body_bytes) + " bytes");
       co_return;
     }
     if (ec) {
       if (parser.got_some() && !watchdog.fired() && ec != http::error::partial_message) {
-        co_await RejectAndClose(socket, watchdog, 400, "malformed HTTP request: " + ec.message());
+        co_await RejectAndClose(socket, watchdog, options_, 400,
+                                "malformed HTTP request: " + ec.message());
       }
       break;
     }
     auto& request = parser.get();
-    ServerExchange::Impl impl{
-        socket, watchdog, request, worker.index, options_.write_timeout, request.keep_alive()};
+    ServerExchange::Impl impl{socket,
+                              watchdog,
+                              buffer,
+                              options_.max_body_bytes + 64 * 1024,
+                              request,
+                              worker.index,
+                              options_.write_timeout,
+                              !over_capacity && request.keep_alive()};
     ServerExchange exchange(&impl);
     bool threw = false;
+    if (over_capacity && std::find(options_.overload_paths.begin(), options_.overload_paths.end(),
+                                   exchange.path()) == options_.overload_paths.end()) {
+      co_await exchange.Respond(
+          503, options_.error_content_type,
+          ErrorBody(options_, 503,
+                    "server at its connection limit (" + std::to_string(options_.max_connections) +
+                        "); try again later"));
+      break;
+    }
     try {
       co_await handler_(exchange);
     } catch (const std::exception&) {
@@ -301,9 +403,8 @@ Task<void> HttpServer::Session(Worker& worker, tcp::socket socket) {
       if (impl.watch->armed) socket.cancel(ec);
     }
     if (!impl.started && !exchange.client_gone()) {
-      std::string body =
-          OpenAiErrorBody(threw ? "internal error" : "no response", "server_error", 500);
-      co_await exchange.Respond(500, "application/json", body);
+      co_await exchange.Respond(500, options_.error_content_type,
+                                ErrorBody(options_, 500, threw ? "internal error" : "no response"));
     }
     if (impl.failed || impl.chunked || exchange.client_gone() || !impl.keep_alive) break;
   }

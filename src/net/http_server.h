@@ -8,11 +8,16 @@
 // ServerExchange; the handler answers with Respond() or with BeginStream(),
 // WriteChunk()..., EndStream(). A handler that answers nothing gets a 500.
 // Requests the server cannot parse, or with a body over max_body_bytes, are
-// answered 400/413 with an OpenAI-style JSON error without calling the
-// handler. Stop() (also the destructor) stops the workers, joins them, runs
-// `before_teardown` (the moment to destroy objects bound to the workers'
-// io_contexts, such as pooled client connections) and then destroys the
+// answered 400/413 (body: options.error_body) without calling the handler. Stop() (also the
+// destructor) stops the workers, joins them, runs `before_teardown` (the moment to destroy objects
+// bound to the workers' io_contexts, such as pooled client connections) and then destroys the
 // io_contexts with every pending session.
+//
+// Descriptors: when accept fails for lack of descriptors (EMFILE, ENFILE,
+// ENOBUFS, ENOMEM), the worker closes its longest-idle connection (one
+// waiting for a request) and accepts again; with none idle it waits
+// (backing off from 10 ms to 1 s) instead of retrying at once, which would
+// spin: the pending connection keeps the acceptor readable.
 #pragma once
 
 #include <cstdint>
@@ -36,6 +41,19 @@ struct ServerOptions {
   size_t max_body_bytes = 16 << 20;
   Duration idle_timeout{75'000};   // keep-alive connection without a request
   Duration write_timeout{60'000};  // one write to a client that stopped reading
+  // Client connections, split evenly over the workers. A new connection on
+  // a worker at its share first closes that worker's longest-idle keep-alive
+  // connection (one waiting for a request); with none idle it is served as an
+  // over-capacity connection (at most 2 per worker, the longest-waiting one
+  // making room for a new one): one request within 5 s, answered only for
+  // `overload_paths` (e.g. a health check) and 503 otherwise, then closed.
+  int max_connections = 4096;
+  std::vector<std::string> overload_paths;
+  // The body (and its type) of the errors the server answers by itself:
+  // unreadable requests (400, 413), a handler that answered nothing (500)
+  // and over-capacity connections (503). Unset: the message as plain text.
+  std::function<std::string(unsigned status, std::string_view message)> error_body;
+  std::string error_content_type = "text/plain; charset=utf-8";
 };
 
 class ServerExchange {
@@ -65,6 +83,8 @@ class ServerExchange {
   // Calls `on_gone` (once, on this worker) if the client closes or resets the
   // connection before the handler returns: the handler should then abandon
   // its work, e.g. close upstream connections. Replaces any earlier callback.
+  // Bytes the client sends meanwhile (a pipelined request) are kept for the
+  // next request's read, and watching goes on after them.
   void OnClientGone(std::function<void()> on_gone);
   bool client_gone() const;
   bool response_started() const;
@@ -91,7 +111,7 @@ class HttpServer {
  private:
   struct Worker;
   Task<void> AcceptLoop(Worker& worker);
-  Task<void> Session(Worker& worker, tcp::socket socket);
+  Task<void> Session(Worker& worker, tcp::socket socket, bool over_capacity);
 
   ServerOptions options_;
   Handler handler_;

@@ -68,6 +68,12 @@ std::string ProxyMetrics::Render(const BackendSet& backends) const {
   Header(out, "kvtier_proxy_upstream_retries_total", "counter",
          "Upstream attempts repeated on another backend after a failure.");
   Sample(out, "kvtier_proxy_upstream_retries_total", "", static_cast<double>(retries_.load()));
+  Header(out, "kvtier_proxy_kv_releases_total", "counter",
+         "One-token decode requests sent only to free a prefill engine's KV, by result.");
+  Sample(out, "kvtier_proxy_kv_releases_total", "result=\"answered\"",
+         static_cast<double>(kv_releases_[0].load()));
+  Sample(out, "kvtier_proxy_kv_releases_total", "result=\"failed\"",
+         static_cast<double>(kv_releases_[1].load()));
 
   struct Series {
     const char* name;

@@ -47,6 +47,7 @@ class ProxyMetrics {
     Inc(errors_[Index(route) * kErrorKindCount + static_cast<size_t>(kind)]);
   }
   void CountRetry() { Inc(retries_); }
+  void CountKvRelease(bool answered) { Inc(kv_releases_[answered ? 0 : 1]); }
   Histogram& request_seconds(Route route) { return request_seconds_[Index(route)]; }
   Histogram& prefill_seconds() { return prefill_seconds_; }
   Histogram& decode_first_byte_seconds() { return decode_first_byte_seconds_; }
@@ -60,6 +61,7 @@ class ProxyMetrics {
   std::array<std::atomic<uint64_t>, kRouteCount> requests_{};
   std::array<std::atomic<uint64_t>, kRouteCount * kErrorKindCount> errors_{};
   std::atomic<uint64_t> retries_{0};
+  std::array<std::atomic<uint64_t>, 2> kv_releases_{};  // answered, failed
   std::array<Histogram, kRouteCount> request_seconds_;
   Histogram prefill_seconds_;
   Histogram decode_first_byte_seconds_;

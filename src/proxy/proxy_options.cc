@@ -29,6 +29,9 @@ Result<std::vector<net::Endpoint>> Pair(const std::vector<std::string>& hosts,
 Result<BackendEndpoints> Validate(const ProxyOptions& options) {
   if (options.threads < 1) return Status::InvalidArgument("--threads must be at least 1");
   if (options.max_attempts < 1) return Status::InvalidArgument("--max-attempts must be at least 1");
+  if (options.max_connections < 1) {
+    return Status::InvalidArgument("--max-connections must be at least 1");
+  }
   if (options.max_body_bytes == 0) return Status::InvalidArgument("--max-body-bytes must be > 0");
   for (auto [value, flag] : {std::pair{options.connect_timeout, "--connect-timeout-ms"},
                              std::pair{options.prefill_timeout, "--prefill-timeout-ms"},

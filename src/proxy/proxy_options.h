@@ -35,6 +35,9 @@ struct ProxyOptions {
   net::Duration retry_after{10'000};  // a failed backend is skipped this long
   int max_attempts = 3;               // backends tried per leg before giving up
   size_t max_idle_per_backend = 128;  // pooled keep-alive connections per worker
+  // Client connections; beyond it idle keep-alive ones are closed first, else
+  // only /health and /metrics are answered (then closed), the rest get 503.
+  int max_connections = 4096;
 };
 
 struct BackendEndpoints {

@@ -1,21 +1,19 @@
 #include "proxy/proxy_server.h"
 
+#include <sys/resource.h>
+
+#include <algorithm>
 #include <cstdio>
-#include <random>
 
 #include <nlohmann/json.hpp>
 
-#include "net/openai_error.h"
+#include "openai/openai_error.h"
 #include "proxy/health_checker.h"
-#include "proxy/request_rewrite.h"
+#include "proxy/upstream_reply.h"
 
 namespace kvtier::proxy {
 
 namespace {
-
-double SecondsSince(net::Clock::time_point start) {
-  return std::chrono::duration<double>(net::Clock::now() - start).count();
-}
 
 // Records a request's duration however its handler exits.
 struct DurationGuard {
@@ -24,21 +22,22 @@ struct DurationGuard {
   ~DurationGuard() { histogram.Observe(SecondsSince(start)); }
 };
 
-// The client's X-Request-Id when it is a plain token, else a fresh random one.
-std::string RequestId(std::string_view given) {
-  bool usable = !given.empty() && given.size() <= 128;
-  for (char c : given) usable = usable && c > 0x20 && c < 0x7f;
-  if (usable) return std::string(given);
-  thread_local std::mt19937_64 rng(std::random_device{}());
-  char id[40];
-  std::snprintf(id, sizeof id, "kvtier-%016llx%08llx", static_cast<unsigned long long>(rng()),
-                static_cast<unsigned long long>(rng() & 0xffffffffULL));
-  return id;
-}
-
-std::string ContentType(const net::ResponseHead& head) {
-  std::string_view type = head.Header("Content-Type");
-  return type.empty() ? "application/json" : std::string(type);
+// max_connections, lowered to what the descriptor limit allows: each client
+// connection may hold a prefill and a decode connection too, and every worker
+// needs a few descriptors of its own (epoll, eventfd, timerfd, acceptor, two
+// over-capacity connections).
+int ConnectionCap(int max_connections, int threads) {
+  rlimit limit{};
+  if (::getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur == RLIM_INFINITY) {
+    return max_connections;
+  }
+  const auto reserved = static_cast<rlim_t>(8 + (4 + 2) * threads);  // + over-capacity ones
+  const rlim_t fit = limit.rlim_cur > reserved ? (limit.rlim_cur - reserved) / 3 : 1;
+  if (fit >= static_cast<rlim_t>(max_connections)) return max_connections;
+  std::fprintf(
+      stderr, "kvtier-proxy: serving at most %d client connections (descriptor limit %llu)\n",
+      static_cast<int>(std::max<rlim_t>(fit, 1)), static_cast<unsigned long long>(limit.rlim_cur));
+  return static_cast<int>(std::max<rlim_t>(fit, 1));
 }
 
 }  // namespace
@@ -59,7 +58,10 @@ Status ProxyServer::Start() {
   server_options.host = options_.host;
   server_options.port = options_.port;
   server_options.threads = options_.threads;
+  openai::UseOpenAiErrors(server_options);
   server_options.max_body_bytes = options_.max_body_bytes;
+  server_options.max_connections = ConnectionCap(options_.max_connections, options_.threads);
+  server_options.overload_paths = {"/health", "/metrics"};
   pools_.resize(static_cast<size_t>(options_.threads));
   server_ = std::make_unique<net::HttpServer>(
       server_options, [this](net::ServerExchange& exchange) { return Handle(exchange); });
@@ -94,9 +96,9 @@ net::Task<void> ProxyServer::RespondError(net::ServerExchange& exchange, Route r
                                           const std::string& extra_headers) {
   metrics_.CountError(route, kind);
   if (exchange.client_gone() || exchange.response_started()) co_return;
-  co_await exchange.Respond(status, "application/json",
-                            net::OpenAiErrorBody(message, net::OpenAiErrorType(status), status),
-                            extra_headers);
+  co_await exchange.Respond(
+      status, "application/json",
+      openai::OpenAiErrorBody(message, openai::OpenAiErrorType(status), status), extra_headers);
 }
 
 net::Task<void> ProxyServer::Handle(net::ServerExchange& exchange) {
@@ -139,159 +141,22 @@ net::Task<void> ProxyServer::Handle(net::ServerExchange& exchange) {
   }
 }
 
-net::Task<void> ProxyServer::HandleCompletion(net::ServerExchange& exchange, Route route) {
-  const std::string rid = RequestId(exchange.Header("X-Request-Id"));
-  const std::string rid_header = "X-Request-Id: " + rid + "\r\n";
-  Result<CompletionRequest> request =
-      ParseCompletionRequest(exchange.body(), route == Route::kChat);
-  if (!request.ok()) {
-    co_await RespondError(exchange, route, ErrorKind::kBadRequest, 400, request.status().message(),
-                          rid_header);
-    co_return;
-  }
-  UpstreamPool& pool = PoolFor(exchange);
-  net::HttpConnection* active = nullptr;  // the upstream connection in use, if any
-  exchange.OnClientGone([&active] {
-    if (active) active->Close();
-  });
-  net::HeaderList headers = {{"Content-Type", "application/json"}, {"X-Request-Id", rid}};
-  if (auto auth = exchange.Header("Authorization"); !auth.empty()) {
-    headers.emplace_back("Authorization", std::string(auth));
-  }
-  const std::string target(exchange.path());
-  std::string last_error = "every backend is out of rotation";
-
-  // Prefill leg: the whole prompt, one output token, KV kept for the decoder.
-  const std::string prefill_body = PrefillBody(*request);
-  std::optional<std::string> prefill_answer;
+net::Task<bool> ProxyServer::TryBackends(Role role, std::optional<Role> fallback,
+                                         bool count_retries, const Attempt& attempt,
+                                         std::string* last_error) {
   std::vector<Backend*> tried;
-  for (int attempt = 0; attempt < options_.max_attempts && !prefill_answer; ++attempt) {
-    Backend* backend = backends_.Pick(Role::kPrefill, tried);
+  for (int i = 0; i < options_.max_attempts; ++i) {
+    Backend* backend = backends_.Pick(role, tried);
+    if (backend == nullptr && fallback) backend = backends_.Pick(*fallback, tried);
     if (backend == nullptr) break;
-    if (attempt > 0) metrics_.CountRetry();
+    if (i > 0 && count_retries) metrics_.CountRetry();
     tried.push_back(backend);
-    Lease lease(backend, request->prompt_tokens);
-    const auto start = net::Clock::now();
-    Result<UpstreamResponse> reply =
-        co_await SendUpstream(pool, backend->endpoint(), {"POST", target, &headers, prefill_body},
-                              options_.connect_timeout, options_.prefill_timeout, &active);
-    Result<std::string> body = reply.status();
-    if (reply.ok()) {
-      active = reply->connection.get();
-      body = co_await reply->connection->ReadRest(options_.max_response_bytes,
-                                                  options_.prefill_timeout);
-    }
-    active = nullptr;
-    if (exchange.client_gone()) {
-      metrics_.CountError(route, ErrorKind::kClientGone);
-      co_return;
-    }
-    if (!body.ok() || reply->head.status >= 500) {
-      last_error =
-          backend->name() + ": " +
-          (body.ok() ? "HTTP " + std::to_string(reply->head.status) : body.status().ToString());
-      backend->MarkFailed(net::Clock::now(), options_.retry_after);
-      continue;
-    }
-    pool.Release(std::move(reply->connection));
-    if (reply->head.status != 200) {  // the engine rejected the request itself
-      metrics_.CountError(route, ErrorKind::kUpstream);
-      co_await exchange.Respond(reply->head.status, ContentType(reply->head), *body, rid_header);
-      co_return;
-    }
-    metrics_.prefill_seconds().Observe(SecondsSince(start));
-    prefill_answer = std::move(*body);
+    AttemptResult result = co_await attempt(*backend);
+    if (!result.backend_failed) co_return true;
+    *last_error = backend->name() + ": " + result.error;
+    backend->MarkFailed(net::Clock::now(), options_.retry_after);
   }
-  if (!prefill_answer) {
-    co_await RespondError(exchange, route, ErrorKind::kNoBackend, 503,
-                          "no prefill backend available (last error: " + last_error + ")",
-                          rid_header);
-    co_return;
-  }
-
-  // Decode leg: the client's request plus the prefill's kv_transfer_params.
-  const std::string decode_body = DecodeBody(*request, *prefill_answer);
-  tried.clear();
-  last_error = "every backend is out of rotation";
-  for (int attempt = 0; attempt < options_.max_attempts; ++attempt) {
-    Backend* backend = backends_.Pick(Role::kDecode, tried);
-    if (backend == nullptr) break;
-    if (attempt > 0) metrics_.CountRetry();
-    tried.push_back(backend);
-    Lease lease(backend, request->prompt_tokens + request->max_tokens);
-    const auto start = net::Clock::now();
-    Result<UpstreamResponse> reply =
-        co_await SendUpstream(pool, backend->endpoint(), {"POST", target, &headers, decode_body},
-                              options_.connect_timeout, options_.decode_timeout, &active);
-    if (exchange.client_gone()) {
-      metrics_.CountError(route, ErrorKind::kClientGone);
-      co_return;
-    }
-    if (!reply.ok() || reply->head.status >= 500) {
-      last_error =
-          backend->name() + ": " +
-          (reply.ok() ? "HTTP " + std::to_string(reply->head.status) : reply.status().ToString());
-      backend->MarkFailed(net::Clock::now(), options_.retry_after);
-      continue;
-    }
-    metrics_.decode_first_byte_seconds().Observe(SecondsSince(start));
-    ConnectionPtr conn = std::move(reply->connection);
-    active = conn.get();
-    const unsigned status = reply->head.status;
-    if (!request->stream || status != 200) {
-      Result<std::string> body =
-          co_await conn->ReadRest(options_.max_response_bytes, options_.decode_timeout);
-      active = nullptr;
-      if (exchange.client_gone()) {
-        metrics_.CountError(route, ErrorKind::kClientGone);
-        co_return;
-      }
-      if (!body.ok()) {  // nothing sent to the client yet: try another decoder
-        last_error = backend->name() + ": " + body.status().ToString();
-        backend->MarkFailed(net::Clock::now(), options_.retry_after);
-        continue;
-      }
-      pool.Release(std::move(conn));
-      if (status != 200) metrics_.CountError(route, ErrorKind::kUpstream);
-      co_await exchange.Respond(status, ContentType(reply->head), *body, rid_header);
-      co_return;
-    }
-    // Stream the SSE bytes through as they come; past this point a failure
-    // cannot be hidden from the client, so it ends the response abruptly.
-    Status sent = co_await exchange.BeginStream(200, ContentType(reply->head), rid_header);
-    bool complete = false;
-    std::string piece;
-    piece.reserve(16 * 1024);
-    while (sent.ok()) {
-      piece.clear();
-      Result<bool> more = co_await conn->ReadSome(piece, options_.decode_timeout);
-      if (!more.ok()) {
-        if (!exchange.client_gone()) {
-          backend->MarkFailed(net::Clock::now(), options_.retry_after);
-          metrics_.CountError(route, ErrorKind::kUpstream);
-        }
-        break;
-      }
-      if (!*more || conn->response_done()) {
-        // The decoder's stream has ended (its terminator may have come with
-        // the last events): send those and our terminator in one write.
-        sent = co_await exchange.EndStream(piece);
-        complete = sent.ok();
-        break;
-      }
-      sent = co_await exchange.WriteChunk(piece);
-    }
-    active = nullptr;
-    if (!sent.ok() || exchange.client_gone()) metrics_.CountError(route, ErrorKind::kClientGone);
-    if (complete) {
-      pool.Release(std::move(conn));
-    } else {
-      conn->Close();
-    }
-    co_return;
-  }
-  co_await RespondError(exchange, route, ErrorKind::kNoBackend, 503,
-                        "no decode backend available (last error: " + last_error + ")", rid_header);
+  co_return false;
 }
 
 net::Task<void> ProxyServer::HandleModels(net::ServerExchange& exchange) {
@@ -301,33 +166,33 @@ net::Task<void> ProxyServer::HandleModels(net::ServerExchange& exchange) {
     if (active) active->Close();
   });
   const net::HeaderList headers;
-  std::vector<Backend*> tried;
-  for (int attempt = 0; attempt < options_.max_attempts; ++attempt) {
-    Backend* backend = backends_.Pick(Role::kDecode, tried);
-    if (backend == nullptr) backend = backends_.Pick(Role::kPrefill, tried);
-    if (backend == nullptr) break;
-    tried.push_back(backend);
-    Result<UpstreamResponse> reply =
-        co_await SendUpstream(pool, backend->endpoint(), {"GET", "/v1/models", &headers, {}},
-                              options_.connect_timeout, options_.health_timeout, &active);
-    Result<std::string> body = reply.status();
-    if (reply.ok()) {
-      active = reply->connection.get();
-      body = co_await reply->connection->ReadRest(options_.max_response_bytes,
-                                                  options_.health_timeout);
-    }
-    active = nullptr;
-    if (exchange.client_gone()) co_return;
-    if (!body.ok() || reply->head.status >= 500) {
-      backend->MarkFailed(net::Clock::now(), options_.retry_after);
-      continue;
-    }
-    pool.Release(std::move(reply->connection));
-    co_await exchange.Respond(reply->head.status, ContentType(reply->head), *body);
-    co_return;
+  std::string last_error;
+  bool over = co_await TryBackends(
+      Role::kDecode, Role::kPrefill, false,
+      [&](Backend& backend) -> net::Task<AttemptResult> {
+        Result<UpstreamResponse> reply =
+            co_await SendUpstream(pool, backend.endpoint(), {"GET", "/v1/models", &headers, {}},
+                                  options_.connect_timeout, options_.health_timeout, &active);
+        Result<std::string> body = reply.status();
+        if (reply.ok()) {
+          active = reply->connection.get();
+          body = co_await reply->connection->ReadRest(options_.max_response_bytes,
+                                                      options_.health_timeout);
+        }
+        active = nullptr;
+        if (exchange.client_gone()) co_return AttemptResult{};
+        if (!body.ok() || reply->head.status >= 500) {
+          co_return AttemptResult{true, Describe(body, reply.ok() ? reply->head.status : 0)};
+        }
+        pool.Release(std::move(reply->connection));
+        co_await exchange.Respond(reply->head.status, ContentType(reply->head), *body);
+        co_return AttemptResult{};
+      },
+      &last_error);
+  if (!over) {
+    co_await RespondError(exchange, Route::kModels, ErrorKind::kNoBackend, 503,
+                          "no backend available");
   }
-  co_await RespondError(exchange, Route::kModels, ErrorKind::kNoBackend, 503,
-                        "no backend available");
 }
 
 }  // namespace kvtier::proxy

@@ -12,14 +12,21 @@
 //    of rotation and the leg is retried on another one (max_attempts in
 //    all), as long as nothing was streamed to the client yet. A 4xx from a
 //    backend is the client's problem and is passed through. No available
-//    backend: 503.
+//    backend: 503. An answer over max_response_bytes is that request's
+//    failure: 502, the backend stays in rotation, no retry.
 //  * A client that disconnects has its upstream connections closed at once.
+//    When no decoder got the decode leg (the client left between the legs,
+//    or every decode attempt failed), a one-token decode request with the
+//    prefill's kv_transfer_params is sent anyway (ReleaseKv), which is what
+//    makes vLLM's prefill engine free the request's KV (docs/proxy.md).
 //  * GET /v1/models is forwarded to an available backend; GET /health is
 //    200 while at least one prefill and one decode backend are healthy;
 //    GET /metrics is Prometheus text (ProxyMetrics).
 #pragma once
 
+#include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -47,8 +54,34 @@ class ProxyServer {
  private:
   ProxyServer(ProxyOptions options, const BackendEndpoints& endpoints);
 
+  struct Call;  // one completion request on its way through the legs
+  // What one attempt on one backend came to: the leg is over (answered,
+  // passed through, or the client left), or the backend failed (`error`) and
+  // the next one is tried.
+  struct AttemptResult {
+    bool backend_failed = false;
+    std::string error;
+  };
+  using Attempt = std::function<net::Task<AttemptResult>(Backend&)>;
+
+  // Runs `attempt` on up to max_attempts distinct backends of `role` (then of
+  // `fallback`, when given), taking each failed one out of rotation. True once
+  // an attempt ended the leg; false when backends ran out (`*last_error` then
+  // says why the last one failed).
+  net::Task<bool> TryBackends(Role role, std::optional<Role> fallback, bool count_retries,
+                              const Attempt& attempt, std::string* last_error);
+
   net::Task<void> Handle(net::ServerExchange& exchange);
   net::Task<void> HandleCompletion(net::ServerExchange& exchange, Route route);
+  net::Task<AttemptResult> PrefillAttempt(Call& call, Backend& backend, const std::string& body,
+                                          std::optional<std::string>* answer);
+  net::Task<AttemptResult> DecodeAttempt(Call& call, Backend& backend, const std::string& body);
+  // Answers 502 when `text` failed for being over max_response_bytes.
+  net::Task<bool> RejectedAsTooLarge(Call& call, const Result<std::string>& text);
+  // Sends ReleaseBody() to a decoder, so that the prefill engine frees the
+  // KV it keeps for this request when no decoder received the decode leg.
+  net::Task<void> ReleaseKv(Call& call, const std::string& prefill_answer);
+  net::Task<void> RelayStream(Call& call, Backend& backend, UpstreamResponse& reply);
   net::Task<void> HandleModels(net::ServerExchange& exchange);
   net::Task<void> RespondError(net::ServerExchange& exchange, Route route, ErrorKind kind,
                                unsigned status, const std::string& message,

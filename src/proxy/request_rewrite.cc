@@ -6,6 +6,8 @@
 
 #include <unordered_map>
 
+#include "openai/prompt_tokens.h"
+
 namespace kvtier::proxy {
 
 namespace {
@@ -68,7 +70,7 @@ size_t MembersSize(const CompletionRequest& request) {
 constexpr int64_t kDefaultCompletionTokens = 16;
 constexpr int64_t kDefaultChatTokens = 256;
 
-int64_t TextTokens(size_t chars) { return static_cast<int64_t>((chars + 3) / 4); }
+using openai::TextTokens;
 
 bool IsInteger(dom::element e) { return e.is_int64() || e.is_uint64(); }
 
@@ -198,15 +200,14 @@ Result<CompletionRequest> ParseCompletionRequest(std::string_view body, bool cha
   return request;
 }
 
-std::string PrefillBody(const CompletionRequest& request) {
-  // The client's members with max_tokens=1 (chat also max_completion_tokens=1),
-  // stream=false and kv_transfer_params (in place when present, else appended
-  // in that order), and without stream_options.
-  static constexpr std::string_view kKv =
-      R"("kv_transfer_params":{"do_remote_decode":true,"do_remote_prefill":false,)"
-      R"("remote_engine_id":null,"remote_block_ids":null,"remote_host":null,"remote_port":null})";
+namespace {
+
+// The client's members with max_tokens=1 (chat also max_completion_tokens=1),
+// stream=false and `kv_member` (in place of the client's kv_transfer_params
+// when present, else appended in that order), and without stream_options.
+std::string OneTokenBody(const CompletionRequest& request, std::string_view kv_member) {
   bool max_tokens = false, max_completion_tokens = !request.chat, stream = false, kv = false;
-  ObjectWriter writer(MembersSize(request) + kKv.size() + 96);
+  ObjectWriter writer(MembersSize(request) + kv_member.size() + 96);
   for (const auto& [key, value] : request.members) {
     if (key == "max_tokens") {
       writer.AddRaw(R"("max_tokens":1)");
@@ -218,7 +219,7 @@ std::string PrefillBody(const CompletionRequest& request) {
       writer.AddRaw(R"("stream":false)");
       stream = true;
     } else if (key == "kv_transfer_params") {
-      writer.AddRaw(kKv);
+      writer.AddRaw(kv_member);
       kv = true;
     } else if (key != "stream_options") {
       writer.Add(key, value);
@@ -227,30 +228,52 @@ std::string PrefillBody(const CompletionRequest& request) {
   if (!max_tokens) writer.AddRaw(R"("max_tokens":1)");
   if (!max_completion_tokens) writer.AddRaw(R"("max_completion_tokens":1)");
   if (!stream) writer.AddRaw(R"("stream":false)");
-  if (!kv) writer.AddRaw(kKv);
+  if (!kv) writer.AddRaw(kv_member);
   return writer.Finish();
+}
+
+// The prefill answer's kv_transfer_params as minified JSON; "" when it has
+// none (or null).
+std::string PrefillKvParams(std::string_view prefill_response) {
+  dom::element answer;
+  if (Parser().parse(prefill_response.data(), prefill_response.size()).get(answer) !=
+      simdjson::SUCCESS) {
+    return {};
+  }
+  dom::element value;
+  if (answer.is_object() &&
+      answer.get_object().value_unsafe()["kv_transfer_params"].get(value) == simdjson::SUCCESS &&
+      !value.is_null()) {
+    return simdjson::to_string(value);
+  }
+  return {};
+}
+
+}  // namespace
+
+std::string PrefillBody(const CompletionRequest& request) {
+  static constexpr std::string_view kKv =
+      R"("kv_transfer_params":{"do_remote_decode":true,"do_remote_prefill":false,)"
+      R"("remote_engine_id":null,"remote_block_ids":null,"remote_host":null,"remote_port":null})";
+  return OneTokenBody(request, kKv);
 }
 
 std::string DecodeBody(const CompletionRequest& request, std::string_view prefill_response) {
   // The client's members without its kv_transfer_params, then the prefill's
   // (if it returned any that is not null).
-  std::string kv;
-  dom::element answer;
-  if (Parser().parse(prefill_response.data(), prefill_response.size()).get(answer) ==
-      simdjson::SUCCESS) {
-    dom::element value;
-    if (answer.is_object() &&
-        answer.get_object().value_unsafe()["kv_transfer_params"].get(value) == simdjson::SUCCESS &&
-        !value.is_null()) {
-      kv = simdjson::to_string(value);
-    }
-  }
+  const std::string kv = PrefillKvParams(prefill_response);
   ObjectWriter writer(MembersSize(request) + kv.size() + 32);
   for (const auto& [key, value] : request.members) {
     if (key != "kv_transfer_params") writer.Add(key, value);
   }
   if (!kv.empty()) writer.Add("kv_transfer_params", kv);
   return writer.Finish();
+}
+
+std::string ReleaseBody(const CompletionRequest& request, std::string_view prefill_response) {
+  const std::string kv = PrefillKvParams(prefill_response);
+  if (kv.empty()) return {};
+  return OneTokenBody(request, "\"kv_transfer_params\":" + kv);
 }
 
 }  // namespace kvtier::proxy

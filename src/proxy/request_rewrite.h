@@ -15,6 +15,8 @@
 //    decode.
 //  * DecodeBody: the client's request with kv_transfer_params replaced by the
 //    value the prefill engine returned (left out when it returned none).
+//  * ReleaseBody: PrefillBody's one-token form carrying the value the
+//    prefill engine returned.
 // Key order of the client's body is preserved; a key given twice keeps its
 // first position and its last value (as Python's json, and so vLLM, reads it).
 //
@@ -54,5 +56,11 @@ std::string PrefillBody(const CompletionRequest& request);
 
 // `prefill_response` is the prefill engine's JSON answer.
 std::string DecodeBody(const CompletionRequest& request, std::string_view prefill_response);
+
+// The decode leg cut to one token (max_tokens=1, stream=false, as
+// PrefillBody) with the prefill's kv_transfer_params: sent to a decoder only
+// to make the prefill engine free the request's KV (see docs/proxy.md). ""
+// when the prefill answer carries no kv_transfer_params.
+std::string ReleaseBody(const CompletionRequest& request, std::string_view prefill_response);
 
 }  // namespace kvtier::proxy

@@ -2,7 +2,7 @@
 #include <gtest/gtest.h>
 
 #include "bench/serve/serve_benchmark.h"
-#include "net/fake_openai_server.h"
+#include "openai/fake_openai_server.h"
 
 namespace kvtier::bench {
 namespace {
@@ -25,8 +25,8 @@ ServeOptions Options(uint16_t port) {
   return o;
 }
 
-std::vector<net::RecordedRequest> Posts(const net::FakeOpenAiServer& server) {
-  std::vector<net::RecordedRequest> out;
+std::vector<openai::RecordedRequest> Posts(const openai::FakeOpenAiServer& server) {
+  std::vector<openai::RecordedRequest> out;
   for (auto& r : server.requests()) {
     if (r.method == "POST") out.push_back(r);
   }
@@ -34,9 +34,9 @@ std::vector<net::RecordedRequest> Posts(const net::FakeOpenAiServer& server) {
 }
 
 TEST(ServeBenchmark, CountsAndTimingsAgainstAKnownDelay) {
-  net::FakeOpenAiOptions fake;
+  openai::FakeOpenAiOptions fake;
   fake.first_token_delay = net::Duration(30);
-  net::FakeOpenAiServer server(fake);
+  openai::FakeOpenAiServer server(fake);
   ASSERT_TRUE(server.Start().ok());
   auto result = RunServeBenchmark(Options(server.port()), nullptr);
   ASSERT_TRUE(result.ok()) << result.status().ToString();
@@ -75,7 +75,7 @@ TEST(ServeBenchmark, CountsAndTimingsAgainstAKnownDelay) {
 }
 
 TEST(ServeBenchmark, PrefixRatioRunsPreseedThenTest) {
-  net::FakeOpenAiServer server({});
+  openai::FakeOpenAiServer server({});
   ASSERT_TRUE(server.Start().ok());
   ServeOptions o = Options(server.port());
   o.prefix_ratio = 0.75;
@@ -108,7 +108,7 @@ TEST(ServeBenchmark, PrefixRatioRunsPreseedThenTest) {
 }
 
 TEST(ServeBenchmark, FailedRequestsAreCountedWithErrors) {
-  net::FakeOpenAiServer server({});
+  openai::FakeOpenAiServer server({});
   ASSERT_TRUE(server.Start().ok());
   server.set_fail_status(500);
   auto result = RunServeBenchmark(Options(server.port()), nullptr);
@@ -120,7 +120,7 @@ TEST(ServeBenchmark, FailedRequestsAreCountedWithErrors) {
 }
 
 TEST(ServeBenchmark, ChatSendsWordsAndAsksTheServerForItsModel) {
-  net::FakeOpenAiServer server({});
+  openai::FakeOpenAiServer server({});
   ASSERT_TRUE(server.Start().ok());
   ServeOptions o = Options(server.port());
   o.backend = "openai-chat";

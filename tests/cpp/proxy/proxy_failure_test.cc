@@ -59,6 +59,23 @@ TEST(ProxyFailover, BackendRejectionIsPassedThroughNotRetried) {
   EXPECT_EQ(env.proxy().backends().HealthyCount(Role::kPrefill), 2);
 }
 
+TEST(ProxyFailover, OversizedAnswerFailsThatRequestOnly) {
+  // 2000 tokens "t0 t1 ..." make a ~12 KB answer; 4 KB are allowed.
+  ProxyTestEnv env(1, 2, [](ProxyOptions& o) { o.max_response_bytes = 4096; });
+  ExpectOpenAiError(env.Post("/v1/completions", R"({"prompt":"hello","max_tokens":2000})"), 502,
+                    "exceeds 4096");
+  // Not retried (another decoder would generate the same answer), and no
+  // decoder was blamed for it.
+  EXPECT_EQ(env.decode(0).completion_requests() + env.decode(1).completion_requests(), 1u);
+  EXPECT_EQ(env.proxy().backends().HealthyCount(Role::kDecode), 2);
+  for (int i = 0; i < 2; ++i) {
+    ExpectOpenAiError(env.Post("/v1/completions", R"({"prompt":"hello","max_tokens":2000})"), 502,
+                      "exceeds 4096");
+  }
+  EXPECT_EQ(env.proxy().backends().HealthyCount(Role::kDecode), 2);
+  EXPECT_EQ(env.Post("/v1/completions", kRequest).status, 200u);
+}
+
 TEST(ProxyFailover, NoHealthyBackendIs503) {
   ProxyTestEnv env(1, 1, [](ProxyOptions& o) { o.prefiller_ports = {DeadPort()}; });
   ExpectOpenAiError(env.Post("/v1/completions", kRequest), 503, "no prefill backend");
@@ -152,7 +169,7 @@ net::Task<void> ReadFirstPiece(net::Endpoint endpoint, std::string body, std::st
 }
 
 TEST(ProxyStream, EventsAreRelayedAsTheyArrive) {
-  net::FakeOpenAiOptions slow;
+  openai::FakeOpenAiOptions slow;
   slow.token_interval = net::Duration(600'000);  // the second token would come much later
   ProxyTestEnv env(1, 1, nullptr, slow);
   const std::string body = R"({"prompt":[1,2],"max_tokens":3,"stream":true})";
@@ -165,7 +182,7 @@ TEST(ProxyStream, EventsAreRelayedAsTheyArrive) {
 }
 
 TEST(ProxyCancel, ClientHangUpDuringDecodeStreamCancelsUpstream) {
-  net::FakeOpenAiOptions slow;
+  openai::FakeOpenAiOptions slow;
   slow.token_interval = net::Duration(50);  // 1000 tokens would take 50 s
   ProxyTestEnv env(1, 1, nullptr, slow);
   RunClient(SendAndHangUp(
@@ -179,7 +196,7 @@ TEST(ProxyCancel, ClientHangUpDuringDecodeStreamCancelsUpstream) {
 }
 
 TEST(ProxyCancel, ClientHangUpDuringPrefillCancelsItAndSkipsDecode) {
-  net::FakeOpenAiOptions slow;
+  openai::FakeOpenAiOptions slow;
   slow.first_token_delay = net::Duration(60'000);
   ProxyTestEnv env(1, 1, nullptr, slow);
   auto& prefill = env.prefill(0);
@@ -188,6 +205,61 @@ TEST(ProxyCancel, ClientHangUpDuringPrefillCancelsItAndSkipsDecode) {
       [&prefill] { return prefill.completion_requests() == 1; },
       /*read_head=*/false));
   EXPECT_TRUE(Eventually([&] { return prefill.cancelled() == 1; }));
+  EXPECT_EQ(prefill.finished(), 0);
+  EXPECT_EQ(env.decode(0).completion_requests(), 0u);
+}
+
+TEST(ProxyKv, KvIsReleasedWhenNoDecoderTookTheRequest) {
+  const uint16_t dead = DeadPort();
+  ProxyTestEnv env(1, 1, [dead](ProxyOptions& o) {
+    o.max_attempts = 1;
+    o.decoder_hosts.insert(o.decoder_hosts.begin(), "127.0.0.1");
+    o.decoder_ports.insert(o.decoder_ports.begin(), dead);
+  });
+  // Load on the live decoder makes the dead one the first pick.
+  Lease busy(env.proxy().backends().of(Role::kDecode)[1].get(), 1000);
+  ExpectOpenAiError(
+      env.Post("/v1/completions", R"({"prompt":"hello","max_tokens":50,"stream":true})"), 503,
+      "no decode backend");
+  // The prefill engine keeps the KV until a decoder pulls it: the live
+  // decoder gets the decode leg cut to one token, with the prefill's handle.
+  ASSERT_TRUE(Eventually([&] { return ProxyTestEnv::Completions(env.decode(0)).size() == 1; }));
+  json body = json::parse(ProxyTestEnv::Completions(env.decode(0))[0].body);
+  EXPECT_EQ(body["max_tokens"], 1);
+  EXPECT_EQ(body["stream"], false);
+  EXPECT_EQ(body["prompt"], "hello");
+  EXPECT_EQ(body["kv_transfer_params"]["remote_engine_id"], "p0");
+  EXPECT_EQ(body["kv_transfer_params"]["do_remote_prefill"], true);
+  EXPECT_TRUE(Eventually([&] { return env.decode(0).finished() == 1; }));
+}
+
+// Sends one request, waits until `ready` holds, sends a second one on the
+// same connection (pipelined: the first is not answered yet) and hangs up.
+net::Task<void> PipelineAndHangUp(net::Endpoint endpoint, std::string body,
+                                  std::function<bool()> ready) {
+  net::HttpConnection conn(co_await net::asio::this_coro::executor, endpoint);
+  if (!(co_await conn.Connect(net::Duration(5000))).ok()) co_return;
+  std::string head = net::FormatRequestHead("POST", "/v1/completions", endpoint.HostPort(),
+                                            {{"Content-Type", "application/json"}}, body.size());
+  if (!(co_await conn.Send(head, body, net::Duration(5000))).ok()) co_return;
+  net::asio::steady_timer timer(co_await net::asio::this_coro::executor);
+  while (!ready()) {
+    boost::system::error_code ec;
+    timer.expires_after(std::chrono::milliseconds(5));
+    co_await timer.async_wait(net::Await(ec));
+  }
+  EXPECT_TRUE((co_await conn.Send(head, body, net::Duration(5000))).ok());
+  conn.Close();
+}
+
+TEST(ProxyCancel, HangUpAfterAPipelinedRequestStillCancelsThePrefill) {
+  openai::FakeOpenAiOptions slow;
+  slow.first_token_delay = net::Duration(60'000);
+  ProxyTestEnv env(1, 1, nullptr, slow);
+  auto& prefill = env.prefill(0);
+  RunClient(PipelineAndHangUp(env.endpoint(), R"({"prompt":[1,2],"max_tokens":5})",
+                              [&prefill] { return prefill.completion_requests() == 1; }));
+  EXPECT_TRUE(Eventually([&prefill] { return prefill.cancelled() == 1; }));
   EXPECT_EQ(prefill.finished(), 0);
   EXPECT_EQ(env.decode(0).completion_requests(), 0u);
 }

@@ -17,8 +17,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "net/fake_openai_server.h"
 #include "net/http_sync_client.h"
+#include "openai/fake_openai_server.h"
 #include "proxy/proxy_server.h"
 
 namespace kvtier::proxy::testing {
@@ -29,12 +29,12 @@ class ProxyTestEnv {
  public:
   ProxyTestEnv(int prefillers, int decoders,
                const std::function<void(ProxyOptions&)>& tweak = nullptr,
-               const net::FakeOpenAiOptions& fake = {}) {
+               const openai::FakeOpenAiOptions& fake = {}) {
     for (int i = 0; i < prefillers + decoders; ++i) {
-      net::FakeOpenAiOptions options = fake;
+      openai::FakeOpenAiOptions options = fake;
       bool prefill = i < prefillers;
       options.engine_id = (prefill ? "p" : "d") + std::to_string(prefill ? i : i - prefillers);
-      auto server = std::make_unique<net::FakeOpenAiServer>(options);
+      auto server = std::make_unique<openai::FakeOpenAiServer>(options);
       EXPECT_TRUE(server->Start().ok());
       (prefill ? prefill_ : decode_).push_back(std::move(server));
     }
@@ -60,8 +60,8 @@ class ProxyTestEnv {
     }
   }
 
-  net::FakeOpenAiServer& prefill(size_t i) { return *prefill_.at(i); }
-  net::FakeOpenAiServer& decode(size_t i) { return *decode_.at(i); }
+  openai::FakeOpenAiServer& prefill(size_t i) { return *prefill_.at(i); }
+  openai::FakeOpenAiServer& decode(size_t i) { return *decode_.at(i); }
   ProxyServer& proxy() { return *proxy_; }
   net::Endpoint endpoint() const { return net::Endpoint{"127.0.0.1", proxy_->port(), ""}; }
 
@@ -77,8 +77,8 @@ class ProxyTestEnv {
   }
 
   // Completion requests (not /health or /v1/models) one fake received.
-  static std::vector<net::RecordedRequest> Completions(const net::FakeOpenAiServer& server) {
-    std::vector<net::RecordedRequest> out;
+  static std::vector<openai::RecordedRequest> Completions(const openai::FakeOpenAiServer& server) {
+    std::vector<openai::RecordedRequest> out;
     for (auto& r : server.requests()) {
       if (r.method == "POST") out.push_back(r);
     }
@@ -86,8 +86,8 @@ class ProxyTestEnv {
   }
 
  private:
-  std::vector<std::unique_ptr<net::FakeOpenAiServer>> prefill_;
-  std::vector<std::unique_ptr<net::FakeOpenAiServer>> decode_;
+  std::vector<std::unique_ptr<openai::FakeOpenAiServer>> prefill_;
+  std::vector<std::unique_ptr<openai::FakeOpenAiServer>> decode_;
   std::unique_ptr<ProxyServer> proxy_;
 };
 

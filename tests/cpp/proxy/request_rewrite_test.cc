@@ -135,6 +135,17 @@ TEST(RequestRewrite, DecodeBodyCarriesPrefillKvParamsAndKeepsKeyOrder) {
   EXPECT_EQ(DecodeBody(*request, R"({"id":"x"})"), R"({"prompt":"hi","model":"m","stream":true})");
 }
 
+TEST(RequestRewrite, ReleaseBodyIsOneTokenWithThePrefillKvParams) {
+  const std::string client =
+      R"({"prompt":"hi","stream":true,"stream_options":{"include_usage":true},"max_tokens":50})";
+  auto request = ParseCompletionRequest(client, false);
+  ASSERT_TRUE(request.ok());
+  EXPECT_EQ(ReleaseBody(*request, R"({"kv_transfer_params":{"remote_engine_id":"p0"}})"),
+            R"({"prompt":"hi","stream":false,"max_tokens":1,)"
+            R"("kv_transfer_params":{"remote_engine_id":"p0"}})");
+  EXPECT_EQ(ReleaseBody(*request, R"({"id":"x"})"), "");  // nothing to release
+}
+
 TEST(RequestRewrite, RejectsMalformedRequests) {
   struct Case {
     const char* body;

@@ -1,8 +1,8 @@
-#include "net/openai_error.h"
+#include "openai/openai_error.h"
 
 #include <nlohmann/json.hpp>
 
-namespace kvtier::net {
+namespace kvtier::openai {
 
 std::string OpenAiErrorBody(std::string_view message, std::string_view type, unsigned code) {
   nlohmann::json body = {
@@ -30,4 +30,11 @@ std::string_view OpenAiErrorType(unsigned status) {
   }
 }
 
-}  // namespace kvtier::net
+void UseOpenAiErrors(net::ServerOptions& options) {
+  options.error_content_type = "application/json";
+  options.error_body = [](unsigned status, std::string_view message) {
+    return OpenAiErrorBody(message, OpenAiErrorType(status), status);
+  };
+}
+
+}  // namespace kvtier::openai

@@ -1,19 +1,23 @@
-#include "net/fake_openai_server.h"
+// FakeOpenAiServer (see fake_openai_server.h): the routes, the fake
+// completion (JSON or SSE, prefill answers with kv_transfer_params) and the
+// request log.
+#include "openai/fake_openai_server.h"
 
 #include <nlohmann/json.hpp>
 
 #include "net/http_server.h"
-#include "net/openai_error.h"
+#include "openai/openai_error.h"
+#include "openai/prompt_tokens.h"
 
-namespace kvtier::net {
+namespace kvtier::openai {
 
 using nlohmann::json;
 
 namespace {
 
-// Rough prompt size in tokens: token arrays count exactly, text as chars/4.
+// Rough prompt size in tokens: token arrays count exactly, text by TextTokens.
 int PromptTokens(const json& request) {
-  auto text_tokens = [](size_t chars) { return static_cast<int>((chars + 3) / 4); };
+  auto text_tokens = [](size_t chars) { return static_cast<int>(TextTokens(chars)); };
   if (auto it = request.find("prompt"); it != request.end()) {
     if (it->is_string()) return text_tokens(it->get_ref<const std::string&>().size());
     if (it->is_array()) return static_cast<int>(it->size());
@@ -46,12 +50,11 @@ FakeOpenAiServer::FakeOpenAiServer(FakeOpenAiOptions options) : options_(std::mo
 FakeOpenAiServer::~FakeOpenAiServer() { Stop(); }
 
 Status FakeOpenAiServer::Start() {
-  ServerOptions server_options;
-  server_options.host = options_.host;
-  server_options.port = options_.port;
-  server_options.threads = options_.threads;
-  server_ = std::make_unique<HttpServer>(
-      server_options, [this](ServerExchange& exchange) { return Handle(exchange); });
+  net::ServerOptions server_options{
+      .host = options_.host, .port = options_.port, .threads = options_.threads};
+  UseOpenAiErrors(server_options);
+  server_ = std::make_unique<net::HttpServer>(
+      server_options, [this](net::ServerExchange& exchange) { return Handle(exchange); });
   return server_->Start();
 }
 
@@ -66,7 +69,7 @@ std::vector<RecordedRequest> FakeOpenAiServer::requests() const {
   return requests_;
 }
 
-Task<void> FakeOpenAiServer::Handle(ServerExchange& exchange) {
+net::Task<void> FakeOpenAiServer::Handle(net::ServerExchange& exchange) {
   if (options_.record) {
     RecordedRequest record{std::string(exchange.method()), std::string(exchange.target()),
                            exchange.Headers(), std::string(exchange.body())};
@@ -93,7 +96,7 @@ Task<void> FakeOpenAiServer::Handle(ServerExchange& exchange) {
   }
 }
 
-Task<void> FakeOpenAiServer::HandleCompletion(ServerExchange& exchange, bool chat) {
+net::Task<void> FakeOpenAiServer::HandleCompletion(net::ServerExchange& exchange, bool chat) {
   ++completion_requests_;
   if (unsigned status = fail_status_; status != 0) {
     co_await exchange.Respond(status, "application/json",
@@ -116,14 +119,14 @@ Task<void> FakeOpenAiServer::HandleCompletion(ServerExchange& exchange, bool cha
   if (rid.empty()) rid = "fake";
 
   // Delays wait on this timer; a client that hangs up cancels it.
-  asio::steady_timer timer(exchange.executor());
+  net::asio::steady_timer timer(exchange.executor());
   bool delayed = options_.first_token_delay.count() > 0 || options_.token_interval.count() > 0;
   if (delayed) exchange.OnClientGone([&timer] { timer.cancel(); });
-  auto sleep = [&](Duration d) -> Task<bool> {
+  auto sleep = [&](net::Duration d) -> net::Task<bool> {
     if (d.count() > 0) {
       boost::system::error_code ec;
       timer.expires_after(d);
-      co_await timer.async_wait(Await(ec));
+      co_await timer.async_wait(net::Await(ec));
     }
     co_return !exchange.client_gone();
   };
@@ -195,4 +198,4 @@ Task<void> FakeOpenAiServer::HandleCompletion(ServerExchange& exchange, bool cha
   }
 }
 
-}  // namespace kvtier::net
+}  // namespace kvtier::openai

@@ -7,7 +7,9 @@
 #include <string>
 #include <string_view>
 
-namespace kvtier::net {
+#include "net/http_server.h"
+
+namespace kvtier::openai {
 
 // `type` is e.g. "invalid_request_error" or "service_unavailable"; `code` is
 // the HTTP status the body travels with.
@@ -16,4 +18,8 @@ std::string OpenAiErrorBody(std::string_view message, std::string_view type, uns
 // The `type` conventionally paired with an HTTP status.
 std::string_view OpenAiErrorType(unsigned status);
 
-}  // namespace kvtier::net
+// Makes `options`' server answer its own errors (400, 413, 500, 503) with
+// OpenAI-style bodies.
+void UseOpenAiErrors(net::ServerOptions& options);
+
+}  // namespace kvtier::openai

@@ -23,9 +23,11 @@
 #include "net/http_connection.h"
 
 namespace kvtier::net {
-
 class HttpServer;
 class ServerExchange;
+}  // namespace kvtier::net
+
+namespace kvtier::openai {
 
 struct FakeOpenAiOptions {
   std::string host = "127.0.0.1";
@@ -33,17 +35,17 @@ struct FakeOpenAiOptions {
   int threads = 1;
   std::string model = "fake-model";
   std::string engine_id = "fake-engine";
-  Duration first_token_delay{0};  // before the first token (or the JSON answer)
-  Duration token_interval{0};     // between streamed tokens
-  bool record = true;             // keep every request for requests()
+  net::Duration first_token_delay{0};  // before the first token (or the JSON answer)
+  net::Duration token_interval{0};     // between streamed tokens
+  bool record = true;                  // keep every request for requests()
 };
 
 struct RecordedRequest {
   std::string method;
   std::string target;
-  HeaderList headers;
+  net::HeaderList headers;
   std::string body;
-  std::string_view Header(std::string_view name) const { return FindHeader(headers, name); }
+  std::string_view Header(std::string_view name) const { return net::FindHeader(headers, name); }
 };
 
 class FakeOpenAiServer {
@@ -66,11 +68,11 @@ class FakeOpenAiServer {
   int finished() const { return finished_; }    // completion answers fully sent
 
  private:
-  Task<void> Handle(ServerExchange& exchange);
-  Task<void> HandleCompletion(ServerExchange& exchange, bool chat);
+  net::Task<void> Handle(net::ServerExchange& exchange);
+  net::Task<void> HandleCompletion(net::ServerExchange& exchange, bool chat);
 
   FakeOpenAiOptions options_;
-  std::unique_ptr<HttpServer> server_;
+  std::unique_ptr<net::HttpServer> server_;
   std::atomic<unsigned> fail_status_{0};
   std::atomic<bool> healthy_{true};
   std::atomic<size_t> completion_requests_{0};
@@ -80,4 +82,4 @@ class FakeOpenAiServer {
   std::vector<RecordedRequest> requests_;
 };
 
-}  // namespace kvtier::net
+}  // namespace kvtier::openai
