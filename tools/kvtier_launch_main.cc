@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -33,6 +34,36 @@ std::string BinDir() {
   return ec ? std::string(".") : self.parent_path().string();
 }
 
+// Node flags: each overrides its key of the node file when given.
+class NodeFlags {
+ public:
+  explicit NodeFlags(CLI::App& app) : app_(app) {}
+  template <typename T>
+  void Add(const char* name, T NodeOptions::*field, const char* help) {
+    CLI::Option* opt = app_.add_option(name, parsed_.*field, help);
+    options_.push_back(opt);
+    apply_.push_back([this, opt, field](NodeOptions& node) {
+      if (opt->count() > 0) node.*field = parsed_.*field;
+    });
+  }
+  void ApplyTo(NodeOptions& node) const {
+    for (const auto& apply : apply_) apply(node);
+  }
+  // The first flag given, or null.
+  const CLI::Option* AnyGiven() const {
+    for (const CLI::Option* o : options_) {
+      if (o->count() > 0) return o;
+    }
+    return nullptr;
+  }
+
+ private:
+  CLI::App& app_;
+  NodeOptions parsed_;
+  std::vector<CLI::Option*> options_;
+  std::vector<std::function<void(NodeOptions&)>> apply_;
+};
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -41,25 +72,23 @@ int main(int argc, char** argv) {
   double health_timeout_s = 600, grace_s = 10;
   bool no_port_check = false;
   std::vector<std::string> env;
-  NodeOptions flags;
   app.add_option("--config", config, "node YAML file holding the keys below");
   app.add_option("--cluster", cluster, "one-machine deployment file (prefill, decode, proxy)");
-  std::vector<CLI::Option*> node_flags = {
-      app.add_option("--name", flags.name, "label of these ranks"),
-      app.add_option("--tp-size", flags.tp_size, "tensor-parallel size of each rank"),
-      app.add_option("--dp-size", flags.dp_size, "DP ranks of the whole role"),
-      app.add_option("--dp-size-local", flags.dp_size_local, "DP ranks on this node"),
-      app.add_option("--dp-rank-start", flags.dp_rank_start, "first DP rank on this node"),
-      app.add_option("--dp-address", flags.dp_address, "DP master address"),
-      app.add_option("--dp-rpc-port", flags.dp_rpc_port, "DP master RPC port"),
-      app.add_option("--server-port", flags.server_port, "HTTP port of local rank 0 (+i)"),
-      app.add_option("--kv-port", flags.kv_port, "KV port of local rank 0 (+i*tp_size)"),
-      app.add_option("--cards-per-node", flags.cards_per_node, "accelerators (or cores) per node"),
-      app.add_option("--local-ip", flags.local_ip, "this node's address"),
-      app.add_option("--nic-name", flags.nic_name, "this node's network interface"),
-      app.add_option("--command", flags.command, "engine command template ({placeholders})"),
-      app.add_option("--env", env, "KEY=VALUE for every rank (templated)"),
-  };
+  NodeFlags flags(app);
+  flags.Add("--name", &NodeOptions::name, "label of these ranks");
+  flags.Add("--tp-size", &NodeOptions::tp_size, "tensor-parallel size of each rank");
+  flags.Add("--dp-size", &NodeOptions::dp_size, "DP ranks of the whole role");
+  flags.Add("--dp-size-local", &NodeOptions::dp_size_local, "DP ranks on this node");
+  flags.Add("--dp-rank-start", &NodeOptions::dp_rank_start, "first DP rank on this node");
+  flags.Add("--dp-address", &NodeOptions::dp_address, "DP master address");
+  flags.Add("--dp-rpc-port", &NodeOptions::dp_rpc_port, "DP master RPC port");
+  flags.Add("--server-port", &NodeOptions::server_port, "HTTP port of local rank 0 (+i)");
+  flags.Add("--kv-port", &NodeOptions::kv_port, "KV port of local rank 0 (+i*tp_size)");
+  flags.Add("--cards-per-node", &NodeOptions::cards_per_node, "accelerators (or cores) per node");
+  flags.Add("--local-ip", &NodeOptions::local_ip, "this node's address");
+  flags.Add("--nic-name", &NodeOptions::nic_name, "this node's network interface");
+  flags.Add("--command", &NodeOptions::command, "engine command template ({placeholders})");
+  CLI::Option* env_flag = app.add_option("--env", env, "KEY=VALUE for every rank (templated)");
   app.add_option("--log-dir", log_dir, "one log file per rank here")->capture_default_str();
   app.add_option("--health-timeout-s", health_timeout_s, "wait this long for every /health")
       ->capture_default_str();
@@ -74,10 +103,11 @@ int main(int argc, char** argv) {
 
   std::vector<std::vector<kvtier::launch::ServiceSpec>> stages;
   if (!cluster.empty()) {
-    for (CLI::Option* o : node_flags) {
-      if (o->count() > 0)
-        return Fail(
-            kvtier::Status::InvalidArgument(o->get_name() + " does not combine with --cluster"));
+    const CLI::Option* given = flags.AnyGiven();
+    if (given == nullptr && env_flag->count() > 0) given = env_flag;
+    if (given != nullptr) {
+      return Fail(
+          kvtier::Status::InvalidArgument(given->get_name() + " does not combine with --cluster"));
     }
     auto c = kvtier::launch::LoadClusterFile(cluster);
     if (!c.ok()) return Fail(c.status());
@@ -100,21 +130,7 @@ int main(int argc, char** argv) {
       if (!loaded.ok()) return Fail(loaded.status());
       node = std::move(*loaded);
     }
-    // Flags given on the command line override the file.
-    auto given = [&](int i) { return node_flags[static_cast<size_t>(i)]->count() > 0; };
-    if (given(0)) node.name = flags.name;
-    if (given(1)) node.tp_size = flags.tp_size;
-    if (given(2)) node.dp_size = flags.dp_size;
-    if (given(3)) node.dp_size_local = flags.dp_size_local;
-    if (given(4)) node.dp_rank_start = flags.dp_rank_start;
-    if (given(5)) node.dp_address = flags.dp_address;
-    if (given(6)) node.dp_rpc_port = flags.dp_rpc_port;
-    if (given(7)) node.server_port = flags.server_port;
-    if (given(8)) node.kv_port = flags.kv_port;
-    if (given(9)) node.cards_per_node = flags.cards_per_node;
-    if (given(10)) node.local_ip = flags.local_ip;
-    if (given(11)) node.nic_name = flags.nic_name;
-    if (given(12)) node.command = flags.command;
+    flags.ApplyTo(node);  // flags given on the command line override the file
     for (const std::string& kv : env) {
       const size_t eq = kv.find('=');
       if (eq == std::string::npos || eq == 0) {

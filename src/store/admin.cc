@@ -45,10 +45,7 @@ Status CollectGarbage(const StoreConfig& config, GcReport* report, Env* env) {
   TierCounters counters;
   // The geometry only matters for reads and writes; a collection needs none.
   PosixTier tier(config, BlockGeometry(BlockLayout{}), OrDefault(env), &counters);
-  ScanReport r;
-  KVTIER_RETURN_IF_ERROR(tier.Scan(/*enforce_capacity=*/true, &r));
-  *report = GcReport{r.blocks, r.bytes, r.temp_files_removed, r.evicted_blocks, r.evicted_bytes};
-  return Status::OK();
+  return tier.Scan(/*enforce_capacity=*/true, report);
 }
 
 Status RemoveBlocks(const StoreConfig& config, std::span<const BlockId> ids, uint64_t* removed,

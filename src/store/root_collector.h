@@ -19,6 +19,7 @@
 
 #include <cstdint>
 
+#include "kvtier/admin.h"
 #include "kvtier/config.h"
 #include "kvtier/env.h"
 #include "store/shared_usage.h"
@@ -26,13 +27,8 @@
 
 namespace kvtier {
 
-struct ScanReport {
-  uint64_t blocks = 0;
-  uint64_t bytes = 0;
-  uint64_t temp_files_removed = 0;
-  uint64_t evicted_blocks = 0;
-  uint64_t evicted_bytes = 0;
-};
+// What a walk found and did: the public admin report (kvtier/admin.h).
+using ScanReport = GcReport;
 
 class RootCollector {
  public:

@@ -243,6 +243,23 @@ TEST(LaunchProcess, BadValuesAndPortClashesFailBeforeAnythingStarts) {
   EXPECT_FALSE(fs::exists(second.dir() + "/logs/prefill-dp0.log"));
 }
 
+TEST(LaunchProcess, FlagsOverrideTheNodeFile) {
+  const int base = FreePortBase(4);
+  const std::string node = ::testing::TempDir() + "/node_" + std::to_string(::getpid()) + ".yaml";
+  // As written the file is invalid (2 local ranks on 3 cards); the flag fixes it.
+  std::ofstream(node) << "name: decode\ndp_size: 2\ndp_size_local: 2\ncards_per_node: 3\n"
+                      << "server_port: " << base << "\nkv_port: " << base + 2 << "\ncommand: '"
+                      << kEngine << "'\n";
+  Launch bad({"--config", node});
+  EXPECT_EQ(bad.Wait(std::chrono::seconds(10)), 2);
+  EXPECT_NE(bad.out().find("does not divide cards_per_node = 3"), std::string::npos) << bad.out();
+  Launch l({"--config", node, "--cards-per-node", "2"});
+  ASSERT_TRUE(l.WaitReady(std::chrono::seconds(30))) << l.out();
+  EXPECT_NE(l.out().find("decode-dp1"), std::string::npos) << l.out();
+  ::kill(l.pid(), SIGTERM);
+  EXPECT_EQ(l.Wait(std::chrono::seconds(20)), 0) << l.out();
+}
+
 TEST(LaunchProcess, ClusterStartsEnginesThenTheProxyThatRoutesToThem) {
   const int base = FreePortBase(6);
   const std::string run = ::testing::TempDir() + "/launch_cluster_" + std::to_string(::getpid());
