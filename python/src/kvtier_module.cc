@@ -31,153 +31,14 @@
 #include "kvtier/status.h"
 #include "kvtier/store.h"
 #include "kvtier/store_stats.h"
+#include "py_conversions.h"
 
 namespace py = pybind11;
 
 namespace kvtier {
 namespace {
 
-// Set in PYBIND11_MODULE; raised for every non-OK Status.
-PyObject* g_error = nullptr;
-
-[[noreturn]] void Raise(const Status& s) {
-  PyErr_SetString(g_error, s.ToString().c_str());
-  throw py::error_already_set();
-}
-
-void ThrowIfError(const Status& s) {
-  if (s.ok()) return;
-  if (s.IsTimedOut()) {
-    PyErr_SetString(PyExc_TimeoutError, s.ToString().c_str());
-    throw py::error_already_set();
-  }
-  Raise(s);
-}
-
-template <typename T>
-T Unwrap(Result<T> r) {
-  ThrowIfError(r.status());
-  return std::move(r).value();
-}
-
-BlockId ToBlockId(const py::bytes& b) {
-  std::string_view v = b;
-  if (v.size() != sizeof(BlockId::bytes)) {
-    throw py::value_error("a block id is 16 bytes, got " + std::to_string(v.size()));
-  }
-  BlockId id;
-  std::memcpy(id.bytes.data(), v.data(), v.size());
-  return id;
-}
-
-py::bytes FromBlockId(const BlockId& id) {
-  return py::bytes(reinterpret_cast<const char*>(id.bytes.data()), id.bytes.size());
-}
-
-std::vector<BlockId> ToBlockIds(const std::vector<py::bytes>& ids) {
-  std::vector<BlockId> out;
-  out.reserve(ids.size());
-  for (const auto& b : ids) out.push_back(ToBlockId(b));
-  return out;
-}
-
-py::list FromBlockIds(const std::vector<BlockId>& ids) {
-  py::list out(ids.size());
-  for (size_t i = 0; i < ids.size(); ++i) out[i] = FromBlockId(ids[i]);
-  return out;
-}
-
-// Seconds (None = wait forever) to the milliseconds the C++ API takes.
-std::chrono::milliseconds ToTimeout(const std::optional<double>& seconds) {
-  if (!seconds) return std::chrono::milliseconds(std::numeric_limits<int32_t>::max());
-  if (*seconds < 0 || std::isnan(*seconds)) throw py::value_error("timeout must be >= 0");
-  return std::chrono::milliseconds(static_cast<int64_t>(std::ceil(*seconds * 1000.0)));
-}
-
-// The Python view of a finished task.
-struct PyTaskResult {
-  bool ok = true;
-  std::string code = "OK";
-  std::string message;
-  std::vector<BlockId> failed_blocks;
-};
-
-PyTaskResult ToPy(const TaskResult& r) {
-  PyTaskResult p;
-  p.ok = r.status.ok();
-  p.code = Status::CodeName(r.status.code());
-  p.message = r.status.message();
-  p.failed_blocks = r.failed_blocks;
-  return p;
-}
-
-// (block_id, shard, [(addr, len), ...]) tuples -> ShardIo.
-using PySegment = std::pair<uintptr_t, size_t>;
-using PyShard = std::tuple<py::bytes, uint32_t, std::vector<PySegment>>;
-
-std::vector<ShardIo> ToShards(const std::vector<PyShard>& shards) {
-  std::vector<ShardIo> out;
-  out.reserve(shards.size());
-  for (const auto& [id, shard, segs] : shards) {
-    ShardIo io{ToBlockId(id), shard, {}};
-    io.segments.reserve(segs.size());
-    for (const auto& [addr, len] : segs) {
-      io.segments.push_back({reinterpret_cast<void*>(addr), len});
-    }
-    out.push_back(std::move(io));
-  }
-  return out;
-}
-
-// The paged-KV shape every connector needs: shard `shard` of block i is the
-// concatenation, over j, of `seg_bytes[j]` bytes at
-// bases[j] + block_indices[i] * strides[j]. Building it here keeps the
-// per-block loop out of Python.
-std::vector<ShardIo> StridedShards(const std::vector<py::bytes>& ids,
-                                   const std::vector<int64_t>& block_indices, uint32_t shard,
-                                   const std::vector<uintptr_t>& bases,
-                                   const std::vector<int64_t>& strides,
-                                   const std::vector<size_t>& seg_bytes) {
-  if (ids.size() != block_indices.size()) {
-    throw py::value_error("ids and block_indices differ in length");
-  }
-  if (bases.size() != strides.size() || bases.size() != seg_bytes.size()) {
-    throw py::value_error("bases, strides and seg_bytes differ in length");
-  }
-  std::vector<ShardIo> out;
-  out.reserve(ids.size());
-  for (size_t i = 0; i < ids.size(); ++i) {
-    if (block_indices[i] < 0) throw py::value_error("negative block index");
-    ShardIo io{ToBlockId(ids[i]), shard, {}};
-    io.segments.reserve(bases.size());
-    for (size_t j = 0; j < bases.size(); ++j) {
-      uintptr_t addr = bases[j] + static_cast<uintptr_t>(block_indices[i] * strides[j]);
-      io.segments.push_back({reinterpret_cast<void*>(addr), seg_bytes[j]});
-    }
-    out.push_back(std::move(io));
-  }
-  return out;
-}
-
-std::vector<std::string> PipelineNames(const StoreConfig& c) {
-  std::vector<std::string> out;
-  for (TierKind k : c.pipeline) out.push_back(k == TierKind::kCache ? "Cache" : "Posix");
-  return out;
-}
-
-void SetPipeline(StoreConfig& c, const std::vector<std::string>& names) {
-  std::vector<TierKind> kinds;
-  for (const auto& n : names) {
-    if (n == "Cache") {
-      kinds.push_back(TierKind::kCache);
-    } else if (n == "Posix") {
-      kinds.push_back(TierKind::kPosix);
-    } else {
-      throw py::value_error("unknown tier '" + n + "' (accepted: Cache, Posix)");
-    }
-  }
-  c.pipeline = std::move(kinds);
-}
+using namespace pyconv;  // NOLINT: the module is written in terms of these
 
 // Owns the Store; Python keeps this object, never a raw Store*. Calls run
 // with the GIL released, so another Python thread may close() meanwhile:
@@ -258,7 +119,7 @@ PYBIND11_MODULE(_kvtier, m) {
   m.doc() = "Bindings of libkvtier: tiered KV block store, config, block hashing.";
 
   static py::exception<std::runtime_error> error(m, "KvtierError", PyExc_RuntimeError);
-  g_error = error.ptr();
+  kvtier::pyconv::SetErrorType(error.ptr());
 
   py::class_<StoreConfig>(m, "StoreConfig")
       .def(py::init<>())
