@@ -200,11 +200,14 @@ struct HttpServer::Worker {
 
 namespace {
 // Closes the longest-idle connection of `idle`, freeing its descriptor at
-// once (its session then ends); skips those closed but not yet woken.
+// once (its session then ends); skips those closed but not yet woken, and
+// those whose request has arrived but not been read yet (with several
+// workers taking each other's freed descriptors, the accept loop can get
+// round to a connection before its session wakes).
 bool CloseOldest(std::list<tcp::socket*>& idle) {
   for (tcp::socket* socket : idle) {
-    if (!socket->is_open()) continue;
     boost::system::error_code ec;
+    if (!socket->is_open() || socket->available(ec) > 0) continue;
     socket->close(ec);
     return true;
   }
@@ -269,8 +272,11 @@ namespace {
 constexpr int kMaxOverCapacity = 2;  // per worker
 
 bool OutOfResources(const boost::system::error_code& ec) {
-  return ec == asio::error::no_descriptors || ec == asio::error::no_buffer_space ||
-         ec == asio::error::no_memory || ec == boost::system::errc::too_many_files_open_in_system;
+  // By errno value: comparing with an errc condition goes through the
+  // category's virtual equivalent(), which UBSan's vptr check trips over.
+  if (ec.category() != asio::error::get_system_category()) return false;
+  const int e = ec.value();
+  return e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM;
 }
 }  // namespace
 
