@@ -1,5 +1,6 @@
-// HttpServer (see http_server.h): per-worker acceptors and sessions, the
-// client-gone watch, connection limits and the ServerExchange writes.
+// HttpServer (see http_server.h): per-worker acceptors and sessions,
+// connection limits and the ServerExchange writes (the client-gone watch is
+// client_watch.h).
 #include "net/http_server.h"
 
 #include <sys/socket.h>
@@ -15,6 +16,7 @@
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/string_body.hpp>
 
+#include "net/client_watch.h"
 #include "net/watchdog.h"
 
 namespace kvtier::net {
@@ -23,42 +25,6 @@ namespace beast = boost::beast;
 namespace http = beast::http;
 
 namespace {
-
-// Watches a client socket for EOF/reset while a handler runs. Shared with the
-// pending async_wait so a late completion after the handler finished is inert.
-// Bytes a client sends meanwhile (a pipelined request) are moved into the
-// session's read buffer, where the next request's read finds them, so that
-// a hang-up after them is still seen; past `limit` buffered bytes watching
-// stops.
-struct ClientWatch {
-  bool active = true;
-  bool armed = false;
-  bool gone = false;
-  tcp::socket* socket = nullptr;
-  beast::flat_buffer* buffer = nullptr;
-  size_t limit = 0;
-  std::function<void()> on_gone;
-};
-
-void ArmWatch(const std::shared_ptr<ClientWatch>& watch) {
-  watch->armed = true;
-  watch->socket->async_wait(tcp::socket::wait_read, [watch](boost::system::error_code ec) {
-    watch->armed = false;
-    if (!watch->active) return;
-    if (!ec) {
-      auto space = watch->buffer->prepare(16 * 1024);
-      ssize_t n = ::recv(watch->socket->native_handle(), space.data(), space.size(), MSG_DONTWAIT);
-      if (n > 0) watch->buffer->commit(static_cast<size_t>(n));   // a pipelined request
-      if (n > 0 && watch->buffer->size() > watch->limit) return;  // stop watching
-      if (n > 0 || (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))) {
-        ArmWatch(watch);  // not a hang-up (yet)
-        return;
-      }
-    }
-    watch->gone = true;
-    if (auto fn = std::move(watch->on_gone)) fn();
-  });
-}
 
 std::string StatusLine(unsigned status) {
   std::string line = "HTTP/1.1 " + std::to_string(status) + " ";
