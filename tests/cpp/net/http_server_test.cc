@@ -13,6 +13,7 @@
 
 #include "net/http_server.h"
 #include "net/http_sync_client.h"
+#include "testing/idle_client.h"
 
 namespace kvtier::net {
 namespace {
@@ -30,17 +31,6 @@ Task<void> Echo(ServerExchange& exchange) {
 }
 
 Endpoint Local(const HttpServer& server) { return Endpoint{"127.0.0.1", server.port(), ""}; }
-
-// A client socket connected to `port` that sends nothing.
-int ConnectIdle(uint16_t port) {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(port);
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  EXPECT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
-  return fd;
-}
 
 TEST(HttpServer, ClientCallsBodiesStreamsAndTheServersOwnErrors) {
   ServerOptions options;
@@ -88,8 +78,8 @@ TEST(HttpServer, AtTheLimitTheLongestIdleConnectionMakesRoom) {
   HttpServer server(options, Echo);
   ASSERT_TRUE(server.Start().ok());
   // Two keep-alive connections, idle after one request each.
-  const int first = ConnectIdle(server.port());
-  const int second = ConnectIdle(server.port());
+  const int first = kvtier::testing::ConnectIdle(server.port());
+  const int second = kvtier::testing::ConnectIdle(server.port());
   for (int fd : {first, second}) {
     const std::string request = "GET /x HTTP/1.1\r\nHost: x\r\n\r\n";
     ASSERT_EQ(::send(fd, request.data(), request.size(), 0), static_cast<ssize_t>(request.size()));
@@ -130,7 +120,7 @@ TEST(HttpServer, OverCapacityConnectionsGetOnlyOverloadPaths) {
     co_await exchange.Respond(200, "text/plain", "ok");
   });
   ASSERT_TRUE(server.Start().ok());
-  const int busy = ConnectIdle(server.port());
+  const int busy = kvtier::testing::ConnectIdle(server.port());
   const std::string hold = "GET /hold HTTP/1.1\r\nHost: x\r\n\r\n";
   ASSERT_EQ(::send(busy, hold.data(), hold.size(), 0), static_cast<ssize_t>(hold.size()));
   // Once its request is being handled it is not idle and cannot make room.

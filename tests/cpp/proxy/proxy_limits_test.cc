@@ -19,6 +19,7 @@
 #include "net/http_sync_client.h"
 #include "openai/fake_openai_server.h"
 #include "proxy_test_env.h"
+#include "testing/idle_client.h"
 
 namespace kvtier::proxy::testing {
 namespace {
@@ -84,16 +85,6 @@ class ProxyProcess {
   uint16_t port_ = 0;
 };
 
-int ConnectTo(uint16_t port) {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(port);
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  EXPECT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
-  return fd;
-}
-
 TEST(ProxyLimits, OutOfDescriptorsNeitherSpinsNorStopsHealth) {
   openai::FakeOpenAiServer prefill({}), decode({});
   ASSERT_TRUE(prefill.Start().ok());
@@ -107,7 +98,7 @@ TEST(ProxyLimits, OutOfDescriptorsNeitherSpinsNorStopsHealth) {
   // 60 clients that connect and send nothing: more than the proxy has
   // descriptors for (the kernel completes the handshakes from the backlog).
   std::vector<int> idle;
-  for (int i = 0; i < 60; ++i) idle.push_back(ConnectTo(proxy.port()));
+  for (int i = 0; i < 60; ++i) idle.push_back(kvtier::testing::ConnectIdle(proxy.port()));
 
   auto health = net::HttpCall(net::Endpoint{"127.0.0.1", proxy.port(), ""}, "GET", "/health", {},
                               {}, net::Duration(10'000));
