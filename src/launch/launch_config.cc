@@ -218,6 +218,8 @@ Result<std::vector<ServiceSpec>> PlanNodeServices(const NodeOptions& node,
     s.log_path = (fs::path(log_dir) / (s.label + ".log")).string();
     s.health_host = node.local_ip;
     s.health_port = r.server_port;
+    s.ports.push_back(r.server_port);
+    for (int t = 0; t < node.tp_size; ++t) s.ports.push_back(r.kv_port + t);
     s.dp_rank = r.dp_rank;
     s.kv_port = r.kv_port;
     s.devices = vars.at("device_list");
@@ -257,11 +259,14 @@ Result<ClusterPlan> PlanCluster(const ClusterOptions& c, const std::string& bin_
   std::map<int, std::string> ports{{c.proxy_port, "proxy port"}};
   for (const auto* group : {&*prefill, &*decode}) {
     for (const ServiceSpec& s : *group) {
-      const std::string what = s.label + " server_port";
-      auto [it, fresh] = ports.emplace(s.health_port, what);
-      if (!fresh) {
-        return Status::InvalidArgument(
-            fmt::format("port clash: {} and {} are both {}", it->second, what, s.health_port));
+      for (int port : s.ports) {
+        const std::string what =
+            fmt::format("{} {}", s.label, port == s.health_port ? "server_port" : "kv_port");
+        auto [it, fresh] = ports.emplace(port, what);
+        if (!fresh) {
+          return Status::InvalidArgument(
+              fmt::format("port clash: {} and {} are both {}", it->second, what, port));
+        }
       }
     }
   }

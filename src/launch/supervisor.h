@@ -36,6 +36,8 @@ struct ServiceSpec {
   std::string log_path;
   std::string health_host = "127.0.0.1";
   int health_port = 0;
+  // Every port the service binds (its server and KV ports), for clash checks.
+  std::vector<int> ports;
   // For the table only.
   int dp_rank = -1;
   int kv_port = 0;

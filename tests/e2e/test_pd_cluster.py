@@ -7,6 +7,7 @@ through the shared store. One deployment serves every test in this module
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import socket
@@ -26,22 +27,36 @@ BLOCK = 128  # vLLM's block size on the CPU backend
 
 
 def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
+    """n consecutive ports free now, below Linux's ephemeral range (32768+):
+    engines take minutes to start and open ephemeral sockets meanwhile, which
+    could take a port picked there before the rank binds it."""
+    global _next_port
+    while True:
+        base, _next_port = _next_port, _next_port + n
+        socks = []
+        try:
+            for p in range(base, base + n):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", p))
+            return list(range(base, base + n))
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+
+
+_next_port = 20000 + (os.getpid() % 500) * 20
 
 
 class Cluster:
     def __init__(self, run_dir: Path):
         cfg = yaml.safe_load((REPO / "deploy/seed/cluster_one_machine.yaml").read_text())
-        p0, p1, d0, proxy = free_ports(4)
+        p0, _, d0, proxy = free_ports(4)
         cfg["run_dir"] = str(run_dir)
         cfg["vars"]["python"] = str(REPO / ".venv/bin/python")
-        kv_p, kv_d = free_ports(2)
+        kv_p, _, kv_d, _ = free_ports(4)  # prefill ranks use kv_p and kv_p + 1
         cfg["prefill"]["server_port"], cfg["prefill"]["kv_port"] = p0, kv_p
         cfg["decode"]["server_port"], cfg["decode"]["kv_port"] = d0, kv_d
         cfg["proxy"]["port"] = proxy

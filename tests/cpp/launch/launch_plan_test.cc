@@ -220,5 +220,21 @@ TEST(LaunchConfig, ClusterRolesMustNotShareAPort) {
       << plan.status().message();
 }
 
+TEST(LaunchConfig, ClusterRolesMustNotShareAKvPort) {
+  auto c = ParseClusterYaml(
+      "run_dir: " + ::testing::TempDir() +
+          "/cluster_kv_clash\nprefill: {dp_size: 2, dp_size_local: 2, cards_per_node: 2,\n"
+          "  server_port: 9100, kv_port: 9200, command: x}\n"
+          "decode: {server_port: 9300, kv_port: 9201, command: y}\n",
+      "c.yaml");
+  ASSERT_TRUE(c.ok());
+  auto plan = PlanCluster(*c, "/bin", false);
+  ASSERT_FALSE(plan.ok());
+  EXPECT_NE(plan.status().message().find(
+                "port clash: prefill-dp1 kv_port and decode-dp0 kv_port are both 9201"),
+            std::string::npos)
+      << plan.status().message();
+}
+
 }  // namespace
 }  // namespace kvtier::launch
