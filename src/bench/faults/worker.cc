@@ -64,9 +64,10 @@ class Worker {
       first = false;
     } while (!Stopped(stop_fd));
     ReapHeld();
-    // Cancelled loads' buffers are checked only once their hang would have ended.
-    std::this_thread::sleep_for(std::chrono::milliseconds(s_.faults.hang_ms));
-    CheckWatched(true);
+    // Cancelled loads' buffers are checked only once their hang would have
+    // ended: wait for the last of them, if any.
+    for (const Watched& w : watched_) std::this_thread::sleep_until(w.check_at);
+    CheckWatched();
     for (Held& h : held_)
       static_cast<void>(h.buf.release());  // tasks still running: their memory must outlive them
   }
@@ -207,9 +208,9 @@ class Worker {
   }
 
   // Checks cancelled loads' buffers once their hang would have ended.
-  void CheckWatched(bool all) {
+  void CheckWatched() {
     std::erase_if(watched_, [&](const Watched& w) {
-      if (!all && Clock::now() < w.check_at) return false;
+      if (Clock::now() < w.check_at) return false;
       for (size_t off = 0; off < w.bytes; ++off) {
         if (w.buf[off] != kPoison) {
           Report(Event::kWrittenAfterCancel, w.block, static_cast<uint32_t>(off));
@@ -223,7 +224,7 @@ class Worker {
   // Frees the memory of timed-out batches whose tasks have all ended; the
   // blocks of a dump that ended well wait for the next successful flush.
   void ReapHeld() {
-    CheckWatched(false);
+    CheckWatched();
     for (Held& h : held_) {
       std::erase_if(h.tasks, [&](TaskId t) {
         bool done = false;
