@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <fstream>
 #include <vector>
 
@@ -92,6 +93,12 @@ bool ChildProcess::Poll() {
   const pid_t r = ::waitpid(pid_, &wait_status_, WNOHANG);
   if (r == pid_) running_ = false;
   return running_;
+}
+
+void ChildProcess::Wait() {
+  while (running_) {
+    if (::waitpid(pid_, &wait_status_, 0) == pid_ || errno != EINTR) running_ = false;
+  }
 }
 
 std::string ChildProcess::ExitDescription() const {

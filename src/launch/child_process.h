@@ -35,6 +35,8 @@ class ChildProcess {
   // Reaps the leader if it exited; true while it runs.
   bool Poll();
   bool running() const { return running_; }
+  // Blocks until the leader exits and reaps it.
+  void Wait();
   // "exited with status 1", "killed by signal 9"; empty while running.
   std::string ExitDescription() const;
   // Sends `sig` to the process group (also after the leader exited, to reach

@@ -1,7 +1,5 @@
 #include "launch/launch_config.h"
 
-#include <time.h>
-
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -307,10 +305,7 @@ Status RunSetup(const std::vector<std::string>& commands, const std::string& log
   for (const std::string& cmd : commands) {
     auto child = ChildProcess::Start(cmd, {}, log_path);
     if (!child.ok()) return child.status();
-    while ((*child)->Poll()) {
-      struct timespec ts = {0, 20'000'000};
-      ::nanosleep(&ts, nullptr);
-    }
+    (*child)->Wait();
     const std::string how = (*child)->ExitDescription();
     if (how != "exited with status 0") {
       return Status::Aborted(fmt::format("setup command `{}` {}; last lines of {}:\n{}", cmd, how,
