@@ -70,7 +70,7 @@ int main(int argc, char** argv) {
   CLI::App app{"kvtier-launch: start, watch and stop the DP ranks of a PD deployment"};
   std::string config, cluster, log_dir = "logs", ready_file;
   double health_timeout_s = 600, grace_s = 10;
-  bool no_port_check = false;
+  bool no_port_check = false, keep_going = false;
   std::vector<std::string> env;
   app.add_option("--config", config, "node YAML file holding the keys below");
   app.add_option("--cluster", cluster, "one-machine deployment file (prefill, decode, proxy)");
@@ -96,6 +96,9 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--ready-file", ready_file, "write the started services as JSON here");
   app.add_flag("--no-port-check", no_port_check, "do not check that the ports are free");
+  app.add_flag("--keep-going", keep_going,
+               "once all are healthy, a service that exits is reported and the others keep "
+               "running (exit code 1 at the end)");
   CLI11_PARSE(app, argc, argv);
 
   // Before any thread starts: only the supervisor's sigtimedwait sees these.
@@ -150,5 +153,6 @@ int main(int argc, char** argv) {
   options.health_timeout = std::chrono::milliseconds(static_cast<long>(health_timeout_s * 1000));
   options.grace = std::chrono::milliseconds(static_cast<long>(grace_s * 1000));
   options.ready_file = ready_file;
+  options.keep_going = keep_going;
   return kvtier::launch::RunSupervisor(stages, options, signals);
 }

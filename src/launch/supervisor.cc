@@ -20,6 +20,7 @@ struct Running {
   const ServiceSpec* spec;
   std::unique_ptr<ChildProcess> child;
   bool healthy = false;
+  bool reported = false;  // its death was reported (keep_going)
 };
 
 // Every service started so far; stops and reaps them all when it goes.
@@ -132,10 +133,11 @@ int RunSupervisor(const std::vector<std::vector<ServiceSpec>>& stages,
     fleet.StopAll();
     return 1;
   };
-  // One pass over the fleet: a dead service fails the launch.
+  // One pass over the fleet: the first dead service not yet reported.
   auto check_deaths = [&]() -> std::string {
     for (Running& r : fleet.services()) {
-      if (!r.child->Poll()) {
+      if (!r.reported && !r.child->Poll()) {
+        r.reported = true;
         return Quote(r, r.child->ExitDescription() + (r.healthy ? "" : " before it was healthy"),
                      options.log_lines);
       }
@@ -189,13 +191,24 @@ int RunSupervisor(const std::vector<std::vector<ServiceSpec>>& stages,
   fmt::print(out, "kvtier-launch: all {} services healthy; SIGINT or SIGTERM stops them\n",
              fleet.services().size());
   std::fflush(out);
+  size_t dead_services = 0;
   for (;;) {
-    if (std::string dead = check_deaths(); !dead.empty()) return fail(dead);
+    if (std::string dead = check_deaths(); !dead.empty()) {
+      if (!options.keep_going) return fail(dead);
+      ++dead_services;
+      fmt::print(err,
+                 "kvtier-launch: {}\nkvtier-launch: --keep-going: {} of {} services still "
+                 "running\n",
+                 dead, fleet.services().size() - dead_services, fleet.services().size());
+      std::fflush(err);
+      if (dead_services == fleet.services().size()) return fail("every service has exited");
+      continue;  // others may have died in the same interval
+    }
     if (int sig = AwaitSignal(stop_signals, options.poll_interval)) {
       fmt::print(err, "kvtier-launch: signal {}: stopping every service\n", sig);
       std::fflush(err);
       fleet.StopAll();
-      return 0;
+      return dead_services == 0 ? 0 : 1;
     }
   }
 }

@@ -9,6 +9,11 @@
 //  * Failure (exit code 1, message on `err`): a service that exits, at any
 //    time, or that is not healthy within health_timeout. The message names
 //    the service, its pid, how it ended and the last lines of its log.
+//  * keep_going: once every stage is healthy, a service that exits is
+//    reported the same way (name, pid, how, last lines of its log) but the
+//    others keep running, so a deployment loses one rank, not all of them
+//    (fault tests and operators who restart a rank by hand). Run() then
+//    returns 1 when the last service has exited or on a stop signal.
 //  * SIGINT or SIGTERM (the caller blocks them before any thread starts;
 //    Run() waits for them with sigtimedwait) stops everything: SIGTERM to
 //    every service's process group, SIGKILL after `grace`, and Run() returns
@@ -50,7 +55,8 @@ struct SupervisorOptions {
   std::chrono::milliseconds poll_interval{250};
   std::string health_path = "/health";
   std::string ready_file;
-  int log_lines = 20;  // lines of a failed service's log quoted in the error
+  int log_lines = 20;       // lines of a failed service's log quoted in the error
+  bool keep_going = false;  // after start-up, a death stops only that service
 };
 
 // Runs until stopped or failed; returns the process exit code (0 or 1).

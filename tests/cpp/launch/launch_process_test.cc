@@ -196,6 +196,37 @@ TEST(LaunchProcess, ARankKilledAfterStartFailsTheLaunchAndStopsTheOthers) {
   EXPECT_TRUE(Gone(pids[0]));
 }
 
+TEST(LaunchProcess, KeepGoingReportsADeadRankAndKeepsTheOthersServing) {
+  const int base = FreePortBase(4);
+  std::vector<std::string> args = TwoRanks(base, kEngine);
+  args.push_back("--keep-going");
+  Launch l(args);
+  ASSERT_TRUE(l.WaitReady(std::chrono::seconds(30))) << l.out();
+  const std::vector<pid_t> pids = l.Pids();
+  ::kill(pids[1], SIGKILL);
+  const std::string reported =
+      "prefill-dp1 (pid " + std::to_string(pids[1]) + ") killed by signal 9";
+  const auto end = steady_clock::now() + std::chrono::seconds(20);
+  while (l.out().find("1 of 2 services still running") == std::string::npos &&
+         steady_clock::now() < end) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_NE(l.out().find(reported), std::string::npos) << l.out();
+  EXPECT_NE(l.out().find("1 of 2 services still running"), std::string::npos) << l.out();
+  // The launcher and the other rank are still up, and the rank still serves.
+  EXPECT_EQ(l.Wait(std::chrono::seconds(1)), -1) << l.out();
+  kvtier::net::Endpoint ep;
+  ep.host = "127.0.0.1";
+  ep.port = static_cast<uint16_t>(base);
+  auto health = kvtier::net::HttpCall(ep, "GET", "/health", {}, {}, kvtier::net::Duration(5'000));
+  ASSERT_TRUE(health.ok()) << health.status().ToString();
+  EXPECT_EQ(health->status, 200);
+  // A stop signal then stops the rest; the exit code says a rank died.
+  ::kill(l.pid(), SIGTERM);
+  EXPECT_EQ(l.Wait(std::chrono::seconds(20)), 1) << l.out();
+  EXPECT_TRUE(Gone(pids[0]));
+}
+
 TEST(LaunchProcess, ARankThatNeverBecomesHealthyFailsAfterTheTimeout) {
   const int base = FreePortBase(4);
   std::vector<std::string> args = TwoRanks(
