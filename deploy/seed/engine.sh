@@ -16,18 +16,25 @@
 # KVTIER_UCM_CONFIG (required in store mode and on prefill), KVTIER_PYTHON
 # (default python3), KVTIER_ENGINE_ARGS (extra engine flags), KVTIER_DP_GROUP
 # (set for MoE models: keep vLLM's DP group, as the seed does with
-# --enable-expert-parallel; dense models run DP ranks as independent engines).
+# --enable-expert-parallel; dense models run DP ranks as independent engines),
+# KVTIER_NIXL_BUFFER_DEVICE (NIXL's kv_buffer_device: "cpu" for CPU engines;
+# unset: vLLM's default).
 set -eu
 role=$1
 device_list=$2 local_ip=$3 nic_name=$4 server_port=$5 tp_size=$6 dp_size=$7
 dp_rank=$8 dp_address=$9 dp_rpc_port=${10} kv_port=${11}
 mode=${KVTIER_PD_MODE:-store}
+hma_off=
 
 export PYTHONHASHSEED=0 PYTHONUNBUFFERED=1
 export GLOO_SOCKET_IFNAME=$nic_name TP_SOCKET_IFNAME=$nic_name
 export CUDA_VISIBLE_DEVICES=$device_list
 export VLLM_NIXL_SIDE_CHANNEL_HOST=$local_ip VLLM_NIXL_SIDE_CHANNEL_PORT=$kv_port
 
+# NIXL's side: kv_buffer_device only where the site sets it.
+nixl() {  # NixlConnector in role $1
+  echo '{"kv_connector": "NixlConnector", "kv_role": "'"$1"'"'"${KVTIER_NIXL_BUFFER_DEVICE:+, \"kv_buffer_device\": \"$KVTIER_NIXL_BUFFER_DEVICE\"}"'}'
+}
 ucm() {  # the kvtier connector in role $1
   echo '{"kv_connector": "UCMConnector", "kv_role": "'"$1"'",
          "kv_connector_module_path": "kvtier.integration.vllm.ucm_connector",
@@ -38,10 +45,14 @@ case "$role/$mode" in
   prefill/store) ktc=$(ucm kv_both) ;;
   prefill/nixl)  ktc='{"kv_connector": "MultiConnector", "kv_role": "kv_producer",
                        "kv_connector_extra_config": {"connectors": [
-                         {"kv_connector": "NixlConnector", "kv_role": "kv_producer"},
+                         '"$(nixl kv_producer)"',
                          '"$(ucm kv_both)"']}}' ;;
   decode/store)  ktc=$(ucm kv_consumer) ;;
-  decode/nixl)   ktc='{"kv_connector": "NixlConnector", "kv_role": "kv_consumer"}' ;;
+  # The prefill's MultiConnector holds UCMConnector, which has no hybrid-
+  # allocator (HMA) support, so vLLM turns HMA off there; NIXL refuses a peer
+  # whose HMA setting differs (its compatibility hash), so decode turns it off.
+  decode/nixl)   ktc=$(nixl kv_consumer)
+                 hma_off=--disable-hybrid-kv-cache-manager ;;
   *) echo "engine.sh: role must be prefill or decode, KVTIER_PD_MODE store or nixl" \
           "(got $role, $mode)" >&2; exit 2 ;;
 esac
@@ -51,5 +62,5 @@ exec "${KVTIER_PYTHON:-python3}" -m vllm.entrypoints.openai.api_server \
   --tensor-parallel-size "$tp_size" --seed 1024 \
   ${KVTIER_DP_GROUP:+--data-parallel-size "$dp_size" --data-parallel-rank "$dp_rank"} \
   ${KVTIER_DP_GROUP:+--data-parallel-address "$dp_address" --data-parallel-rpc-port "$dp_rpc_port"} \
-  ${KVTIER_ENGINE_ARGS:-} \
+  ${KVTIER_ENGINE_ARGS:-} $hma_off \
   --kv-transfer-config "$ktc"
