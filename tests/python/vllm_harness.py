@@ -18,6 +18,7 @@ from vllm import SamplingParams
 from vllm.config import (CacheConfig, DeviceConfig, KVTransferConfig, ModelConfig,
                          ParallelConfig, SchedulerConfig, VllmConfig)
 from vllm.distributed.kv_transfer.kv_connector.v1.base import KVConnectorRole
+from vllm.distributed.kv_transfer.kv_connector.v1.multi_connector import MultiKVConnectorStats
 from vllm.utils.hashing import sha256
 from vllm.v1.core.kv_cache_utils import get_request_block_hasher, init_none_hash
 from vllm.v1.core.sched.scheduler import Scheduler
@@ -33,7 +34,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "deploy" / "vllm"))
 from make_model import make_model  # noqa: E402
 
-from kvtier.integration.vllm import UCMConnector  # noqa: E402
+from kvtier.integration.vllm import KvTierConnectorStats, UCMConnector  # noqa: E402
 
 EOS = 2
 LAYERS = ["model.layers.0.self_attn.attn", "model.layers.1.self_attn.attn"]
@@ -106,7 +107,7 @@ def scheduler(cfg: VllmConfig, kcc: KVCacheConfig) -> Scheduler:
     def record():
         stats = take()
         if stats is not None:
-            sched.taken_stats.append(dict(stats.data))
+            sched.taken_stats.append(stats)
         return stats
 
     sched.connector.get_kv_connector_stats = record
@@ -117,8 +118,10 @@ def connector_stats(sched: Scheduler) -> dict[str, Any]:
     """The scheduler-side connector counters summed over every interval so far."""
     sched.connector.get_kv_connector_stats()
     total: dict[str, Any] = {}
-    for data in sched.taken_stats:
-        for k, v in data.items():
+    for stats in sched.taken_stats:
+        if isinstance(stats, MultiKVConnectorStats):  # each child connector's own
+            stats = next(s for s in stats.data.values() if isinstance(s, KvTierConnectorStats))
+        for k, v in stats.totals().items():
             total[k] = total.get(k, 0) + v
     return total
 
