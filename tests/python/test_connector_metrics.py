@@ -6,6 +6,7 @@ back from prometheus_client's registry."""
 
 from prometheus_client import REGISTRY
 from vllm.distributed.kv_transfer.kv_connector.utils import KVOutputAggregator
+from vllm.distributed.kv_transfer.kv_connector.v1.multi_connector import MultiKVConnectorStats
 from vllm.v1.engine import EngineCoreOutputs
 from vllm.v1.metrics.loggers import LoggingStatLogger, PrometheusStatLogger
 from vllm.v1.outputs import KVConnectorOutput, ModelRunnerOutput
@@ -143,3 +144,23 @@ def test_series_have_fixed_labels_and_vllm_prefix():
         assert s.name.startswith("vllm:kvtier_"), s
         assert s.labels[:2] == ["model_name", "engine"], s
         assert s.labels[2:] in ([], ["tp_rank", "pp_rank"], ["tp_rank", "pp_rank", "tier"]), s
+
+
+def test_series_inside_multi_connector(model_dir, tmp_path):
+    # The seed's nixl mode: MultiConnector[NixlConnector, UCMConnector] on prefill.
+    extra = {"connectors": [
+        {"kv_connector": "ExampleConnector", "kv_role": "kv_both",
+         "kv_connector_extra_config": {"shared_storage_path": str(tmp_path / "example")}},
+        {"kv_connector": "UCMConnector", "kv_role": "kv_both",
+         "kv_connector_module_path": "kvtier.integration.vllm.ucm_connector",
+         "kv_connector_extra_config": ucm_settings(tmp_path / "store")},
+    ]}
+    cfg = vllm_config(model_dir, extra, connector="MultiConnector", module=None)
+    prom = PrometheusStatLogger(cfg)
+    worker = KvTierCounters(rank=(0, 0))
+    worker.data.update(load_blocks=3, load_bytes=300, load_s=0.1)
+    payload = MultiKVConnectorStats(data={"UCMConnector": worker.take()}).to_dict()
+    prom.kv_connector_prom.observe(payload, 0)
+    labels = {"model_name": str(model_dir), "engine": "0", "tp_rank": "0", "pp_rank": "0"}
+    assert REGISTRY.get_sample_value("vllm:kvtier_load_blocks_total", labels) == 3
+    assert REGISTRY.get_sample_value("vllm:kvtier_load_time_seconds_count", labels) == 1
