@@ -137,6 +137,10 @@ def test_aggregate_per_rank():
     t = merged.totals()
     assert t["load_blocks"] == 6 and t["load_bytes"] == 500 and t["lookup_blocks"] == 8
     assert a.take() is None  # a new interval: nothing happened yet
+    gauges = KvTierConnectorStats(data={"ranks": {"0,0": {"writeback_pending_blocks": 3,
+                                                          "used_bytes": {"posix": 5}}}})
+    assert gauges.is_empty()  # sent to Prometheus, but no "KV Transfer metrics" line
+    assert not merged.is_empty()
 
 
 def test_series_have_fixed_labels_and_vllm_prefix():

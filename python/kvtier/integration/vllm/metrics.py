@@ -165,7 +165,12 @@ class KvTierConnectorStats(KVConnectorStats):
         return self
 
     def is_empty(self) -> bool:
-        return not any(self.data["engine"].values()) and not self.data["ranks"]
+        """Nothing counted: gauges alone (sent when they change) make no log line."""
+        if any(self.data["engine"].values()):
+            return False
+        return not any(any(v.values()) if isinstance(v, dict) else v
+                       for values in self.data["ranks"].values()
+                       for k, v in values.items() if BY_KEY[k].kind != "gauge")
 
     def totals(self) -> dict[str, int | float]:
         """The flat counters (COUNTERS) summed over the ranks."""
@@ -276,7 +281,7 @@ class KvTierCounters:
             if values:
                 stats.data["ranks"][self._rank] = values
         self.reset()
-        return None if stats.is_empty() else stats
+        return stats if stats.data["engine"] or stats.data["ranks"] else None
 
 
 class KvTierPromMetrics(KVConnectorPromMetrics):
@@ -287,10 +292,9 @@ class KvTierPromMetrics(KVConnectorPromMetrics):
                  labelnames: list[str], per_engine_labelvalues: dict[int, list[object]]):
         super().__init__(vllm_config, metric_types, labelnames, per_engine_labelvalues)
         self._metrics: dict[str, PromMetric] = {}
-        extra = {s: s.labels[len(ENGINE_LABELS):] for s in SERIES}
-        for s in SERIES:
+        for s in SERIES:  # vLLM's per-engine labels, then the series' own
             kw: dict[str, Any] = {"name": s.name, "documentation": s.help,
-                                  "labelnames": list(labelnames) + extra[s]}
+                                  "labelnames": list(labelnames) + s.labels[len(ENGINE_LABELS):]}
             if s.kind == "counter":
                 self._metrics[s.key] = self._counter_cls(**kw)
             elif s.kind == "histogram":
