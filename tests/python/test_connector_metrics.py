@@ -11,7 +11,8 @@ from vllm.v1.engine import EngineCoreOutputs
 from vllm.v1.metrics.loggers import LoggingStatLogger, PrometheusStatLogger
 from vllm.v1.outputs import KVConnectorOutput, ModelRunnerOutput
 from vllm.v1.serial_utils import MsgpackDecoder, MsgpackEncoder
-from vllm_harness import Worker, kv_cache_config, request, scheduler, ucm_settings, vllm_config
+from vllm_harness import (Worker, kv_cache_config, multi_connector_config, request, scheduler,
+                          ucm_settings, vllm_config)
 
 from kvtier.integration.vllm.metrics import SERIES, KvTierConnectorStats, KvTierCounters
 
@@ -152,15 +153,7 @@ def test_series_have_fixed_labels_and_vllm_prefix():
 
 def test_series_inside_multi_connector(model_dir, tmp_path):
     # The seed's nixl mode: MultiConnector[NixlConnector, UCMConnector] on prefill.
-    extra = {"connectors": [
-        {"kv_connector": "ExampleConnector", "kv_role": "kv_both",
-         "kv_connector_extra_config": {"shared_storage_path": str(tmp_path / "example")}},
-        {"kv_connector": "UCMConnector", "kv_role": "kv_both",
-         "kv_connector_module_path": "kvtier.integration.vllm.ucm_connector",
-         "kv_connector_extra_config": ucm_settings(tmp_path / "store")},
-    ]}
-    cfg = vllm_config(model_dir, extra, connector="MultiConnector", module=None)
-    prom = PrometheusStatLogger(cfg)
+    prom = PrometheusStatLogger(multi_connector_config(model_dir, tmp_path))
     worker = KvTierCounters(rank=(0, 0))
     worker.data.update(load_blocks=3, load_bytes=300, load_s=0.1)
     payload = MultiKVConnectorStats(data={"UCMConnector": worker.take()}).to_dict()

@@ -73,6 +73,19 @@ def vllm_config(model_dir: Path, extra: dict[str, Any], kv_role: str = "kv_both"
                       parallel_config=ParallelConfig(tensor_parallel_size=tp_size))
 
 
+def multi_connector_config(model_dir: Path, root: Path) -> VllmConfig:
+    """UCMConnector inside vLLM's MultiConnector, after vLLM's ExampleConnector
+    (the seed's nixl mode has NixlConnector there)."""
+    extra = {"connectors": [
+        {"kv_connector": "ExampleConnector", "kv_role": "kv_both",
+         "kv_connector_extra_config": {"shared_storage_path": str(root / "example")}},
+        {"kv_connector": "UCMConnector", "kv_role": "kv_both",
+         "kv_connector_module_path": "kvtier.integration.vllm.ucm_connector",
+         "kv_connector_extra_config": ucm_settings(root / "store")},
+    ]}
+    return vllm_config(model_dir, extra, connector="MultiConnector", module=None)
+
+
 def kv_cache_config(cfg: VllmConfig, num_blocks: int, num_kv_heads: int = 2,
                     head_size: int = 32) -> KVCacheConfig:
     """One full-attention group over LAYERS, laid out layer-outermost (LBHNC)."""
@@ -237,6 +250,6 @@ def run_until_done(sched: Scheduler, worker: Worker | None = None, max_steps: in
     raise AssertionError("requests did not finish")
 
 
-__all__ = ["make_model", "ucm_settings", "vllm_config", "kv_cache_config", "kv_tensors",
-           "scheduler", "connector_stats", "scheduled_work", "Worker", "request", "run_step",
+__all__ = ["make_model", "ucm_settings", "vllm_config", "multi_connector_config", "kv_cache_config",
+           "kv_tensors", "scheduler", "connector_stats", "scheduled_work", "Worker", "request", "run_step",
            "run_until_done", "LAYERS"]
