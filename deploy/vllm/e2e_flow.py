@@ -144,11 +144,16 @@ def run(prompt_len: int, workdir: Path, layerwise: bool = True) -> dict:
         prompt_a, prompt_b = prompts(prompt_len)
         ttft_a, _ = a.complete(prompt_a)
         ttft_nocache, text_nocache = b.complete(prompt_b, salt=f"nocache-{time.time()}")
-        q0, h0 = (b.metric("vllm:external_prefix_cache_queries_total"),
-                  b.metric("vllm:external_prefix_cache_hits_total"))
+        counted = ("vllm:external_prefix_cache_queries_total",
+                   "vllm:external_prefix_cache_hits_total",
+                   # kvtier's own series (docs/metrics.md)
+                   "vllm:kvtier_hit_blocks_total", "vllm:kvtier_tier_hit_blocks_total",
+                   "vllm:kvtier_load_bytes_total")
+        before = {m: b.metric(m) for m in counted}
         ttft_cache, text_cache = b.complete(prompt_b)
-        queries = b.metric("vllm:external_prefix_cache_queries_total") - q0
-        hits = b.metric("vllm:external_prefix_cache_hits_total") - h0
+        delta = {m: b.metric(m) - before[m] for m in counted}
+        queries = delta["vllm:external_prefix_cache_queries_total"]
+        hits = delta["vllm:external_prefix_cache_hits_total"]
         log_b = b.log.read_text(errors="replace")
         return {
             "prompt_tokens": prompt_len, "shared_tokens": int(prompt_len * 0.8),
@@ -157,6 +162,9 @@ def run(prompt_len: int, workdir: Path, layerwise: bool = True) -> dict:
             "ttft_b_nocache_s": round(ttft_nocache, 3), "ttft_b_cache_s": round(ttft_cache, 3),
             "b_external_hit_tokens": hits, "b_external_query_tokens": queries,
             "b_hit_rate": round(hits / queries, 3) if queries else 0.0,
+            "b_kvtier_hit_blocks": delta["vllm:kvtier_hit_blocks_total"],
+            "b_kvtier_tier_hit_blocks": delta["vllm:kvtier_tier_hit_blocks_total"],
+            "b_kvtier_load_bytes": delta["vllm:kvtier_load_bytes_total"],
             "same_output": text_cache == text_nocache,
             "text_cache": text_cache, "text_nocache": text_nocache,
             "b_loaded_log": re.findall(r"kvtier: loaded .*", log_b)[-1:],

@@ -2,20 +2,13 @@
 
 from vllm.distributed.kv_transfer.kv_connector.v1.multi_connector import MultiConnector
 
-from vllm_harness import (Worker, kv_cache_config, request, run_step, run_until_done,
-                          scheduler, ucm_settings, vllm_config)
+from vllm_harness import (Worker, kv_cache_config, multi_connector_config, request, run_step,
+                          run_until_done, scheduler, ucm_settings, vllm_config)
 
 
 def test_inside_multi_connector(model_dir, tmp_path):
     def engine(seed):
-        extra = {"connectors": [
-            {"kv_connector": "ExampleConnector", "kv_role": "kv_both",
-             "kv_connector_extra_config": {"shared_storage_path": str(tmp_path / "example")}},
-            {"kv_connector": "UCMConnector", "kv_role": "kv_both",
-             "kv_connector_module_path": "kvtier.integration.vllm.ucm_connector",
-             "kv_connector_extra_config": ucm_settings(tmp_path / "store")},
-        ]}
-        cfg = vllm_config(model_dir, extra, connector="MultiConnector", module=None)
+        cfg = multi_connector_config(model_dir, tmp_path)
         kcc = kv_cache_config(cfg, 64)
         sched = scheduler(cfg, kcc)
         assert isinstance(sched.connector, MultiConnector)

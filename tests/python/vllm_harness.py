@@ -18,6 +18,7 @@ from vllm import SamplingParams
 from vllm.config import (CacheConfig, DeviceConfig, KVTransferConfig, ModelConfig,
                          ParallelConfig, SchedulerConfig, VllmConfig)
 from vllm.distributed.kv_transfer.kv_connector.v1.base import KVConnectorRole
+from vllm.distributed.kv_transfer.kv_connector.v1.multi_connector import MultiKVConnectorStats
 from vllm.utils.hashing import sha256
 from vllm.v1.core.kv_cache_utils import get_request_block_hasher, init_none_hash
 from vllm.v1.core.sched.scheduler import Scheduler
@@ -33,7 +34,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "deploy" / "vllm"))
 from make_model import make_model  # noqa: E402
 
-from kvtier.integration.vllm import UCMConnector  # noqa: E402
+from kvtier.integration.vllm import KvTierConnectorStats, UCMConnector  # noqa: E402
 
 EOS = 2
 LAYERS = ["model.layers.0.self_attn.attn", "model.layers.1.self_attn.attn"]
@@ -72,6 +73,19 @@ def vllm_config(model_dir: Path, extra: dict[str, Any], kv_role: str = "kv_both"
                       parallel_config=ParallelConfig(tensor_parallel_size=tp_size))
 
 
+def multi_connector_config(model_dir: Path, root: Path) -> VllmConfig:
+    """UCMConnector inside vLLM's MultiConnector, after vLLM's ExampleConnector
+    (the seed's nixl mode has NixlConnector there)."""
+    extra = {"connectors": [
+        {"kv_connector": "ExampleConnector", "kv_role": "kv_both",
+         "kv_connector_extra_config": {"shared_storage_path": str(root / "example")}},
+        {"kv_connector": "UCMConnector", "kv_role": "kv_both",
+         "kv_connector_module_path": "kvtier.integration.vllm.ucm_connector",
+         "kv_connector_extra_config": ucm_settings(root / "store")},
+    ]}
+    return vllm_config(model_dir, extra, connector="MultiConnector", module=None)
+
+
 def kv_cache_config(cfg: VllmConfig, num_blocks: int, num_kv_heads: int = 2,
                     head_size: int = 32) -> KVCacheConfig:
     """One full-attention group over LAYERS, laid out layer-outermost (LBHNC)."""
@@ -106,7 +120,7 @@ def scheduler(cfg: VllmConfig, kcc: KVCacheConfig) -> Scheduler:
     def record():
         stats = take()
         if stats is not None:
-            sched.taken_stats.append(dict(stats.data))
+            sched.taken_stats.append(stats)
         return stats
 
     sched.connector.get_kv_connector_stats = record
@@ -117,8 +131,10 @@ def connector_stats(sched: Scheduler) -> dict[str, Any]:
     """The scheduler-side connector counters summed over every interval so far."""
     sched.connector.get_kv_connector_stats()
     total: dict[str, Any] = {}
-    for data in sched.taken_stats:
-        for k, v in data.items():
+    for stats in sched.taken_stats:
+        if isinstance(stats, MultiKVConnectorStats):  # each child connector's own
+            stats = next(s for s in stats.data.values() if isinstance(s, KvTierConnectorStats))
+        for k, v in stats.totals().items():
             total[k] = total.get(k, 0) + v
     return total
 
@@ -234,6 +250,6 @@ def run_until_done(sched: Scheduler, worker: Worker | None = None, max_steps: in
     raise AssertionError("requests did not finish")
 
 
-__all__ = ["make_model", "ucm_settings", "vllm_config", "kv_cache_config", "kv_tensors",
-           "scheduler", "connector_stats", "scheduled_work", "Worker", "request", "run_step",
+__all__ = ["make_model", "ucm_settings", "vllm_config", "multi_connector_config", "kv_cache_config",
+           "kv_tensors", "scheduler", "connector_stats", "scheduled_work", "Worker", "request", "run_step",
            "run_until_done", "LAYERS"]

@@ -28,7 +28,7 @@ from kvtier.integration.vllm.common import (
     close_store,
     rank_ids,
 )
-from kvtier.integration.vllm.metrics import KvTierConnectorStats
+from kvtier.integration.vllm.metrics import KvTierCounters
 
 if TYPE_CHECKING:
     from vllm.v1.core.kv_cache_manager import KVCacheBlocks
@@ -76,7 +76,7 @@ class KvTierConnectorScheduler:
         self._ids = KvTierIds(settings)
         self._reqs: dict[str, _ReqState] = {}
         self._refused: set[str] = set()  # requests whose KV the ids cannot key
-        self.stats = KvTierConnectorStats()
+        self.stats = KvTierCounters()
         # Lookup-only: sees the Posix tier shared by every engine.
         self.store: kvtier.Store | None = kvtier.Store(settings.store_config,
                                                        kvtier.BlockLayout(0, 0))
@@ -131,6 +131,7 @@ class KvTierConnectorScheduler:
         # Once per scheduling (a preempted request is looked up again when resumed).
         self.stats.data["lookup_blocks"] += len(st.ids) - st.local_blocks
         self.stats.data["hit_blocks"] += num_external_tokens // self._s.block_size
+        self.stats.data["hit_tokens"] += num_external_tokens
         logger.info("kvtier: request %s: %d prompt tokens, %d hit in vLLM's cache, %d to load "
                     "from kvtier", request.request_id, st.prompt_len,
                     st.local_blocks * self._s.block_size, num_external_tokens)

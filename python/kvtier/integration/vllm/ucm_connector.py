@@ -5,7 +5,8 @@ This module is the path users configure
 class is a thin facade: vLLM builds it once per role, and it forwards the
 scheduler-role calls to ``KvTierConnectorScheduler`` (scheduler.py) and the
 worker-role calls to ``KvTierConnectorWorker`` (worker.py). Settings, block
-ids and the step metadata are in common.py, the counters in metrics.py.
+ids and the step metadata are in common.py, the counters and Prometheus series
+in metrics.py (docs/metrics.md).
 
 Roles: ``kv_both`` loads and saves; ``kv_consumer`` only loads; ``kv_producer``
 only saves (vLLM's meaning: producers produce KV, consumers consume it).
@@ -22,6 +23,7 @@ scheduler, on any node, before the step's output is returned.
 
 from __future__ import annotations
 
+import copy
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -39,12 +41,13 @@ from kvtier.integration.vllm.common import (  # noqa: F401  (re-exported names)
     UCMConnectorMetadata,
     load_store_config,
 )
-from kvtier.integration.vllm.metrics import KvTierConnectorStats
+from kvtier.integration.vllm.metrics import KvTierConnectorStats, KvTierPromMetrics
 from kvtier.integration.vllm.scheduler import KvTierConnectorScheduler
 from kvtier.integration.vllm.worker import KvTierConnectorWorker
 
 if TYPE_CHECKING:
     from vllm.config import VllmConfig
+    from vllm.distributed.kv_transfer.kv_connector.v1.metrics import PromMetric, PromMetricT
     from vllm.forward_context import ForwardContext
     from vllm.v1.core.kv_cache_manager import KVCacheBlocks
     from vllm.v1.core.sched.output import SchedulerOutput
@@ -147,7 +150,17 @@ class UCMConnector(KVConnectorBase_V1):
     @classmethod
     def build_kv_connector_stats(cls, data: dict[str, Any] | None = None
                                  ) -> KvTierConnectorStats | None:
-        return KvTierConnectorStats(data=dict(data or {}))
+        # A copy: vLLM's log accumulator aggregates into the first payload,
+        # which its Prometheus logger also reads.
+        return KvTierConnectorStats(data=copy.deepcopy(data or {}))
+
+    @classmethod
+    def build_prom_metrics(cls, vllm_config: "VllmConfig",
+                           metric_types: dict[type["PromMetric"], type["PromMetricT"]],
+                           labelnames: list[str], per_engine_labelvalues: dict[int, list[object]]
+                           ) -> KvTierPromMetrics:
+        """kvtier's series on vLLM's /metrics (docs/metrics.md)."""
+        return KvTierPromMetrics(vllm_config, metric_types, labelnames, per_engine_labelvalues)
 
     def store_stats(self) -> dict[str, Any]:
         """The store's own counters (tiers, bytes, errors) since it was opened."""

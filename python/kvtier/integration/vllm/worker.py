@@ -29,7 +29,7 @@ from kvtier.integration.vllm.common import (
     rank_ids,
 )
 from kvtier.integration.vllm.kv_layout import LayerSegments, describe_kv_caches
-from kvtier.integration.vllm.metrics import KvTierConnectorStats
+from kvtier.integration.vllm.metrics import KvTierCounters
 
 logger = init_logger("vllm.kvtier.connector")
 
@@ -45,7 +45,7 @@ class KvTierConnectorWorker:
         self._s = settings
         self._num_blocks = num_blocks
         self._slice = settings.slice
-        self.stats = KvTierConnectorStats()
+        self.stats = KvTierCounters(rank=(settings.tp_rank, settings.pp_rank))
         self.store: kvtier.Store | None = None
         self._layers: list[LayerSegments] = []
         self._layer_index: dict[str, int] = {}
@@ -74,6 +74,7 @@ class KvTierConnectorWorker:
         else:
             layout = kvtier.BlockLayout(1, sum(layer.page_bytes for layer in self._layers))
         self.store = kvtier.Store(self._s.store_config, layout)
+        self.stats.watch_store(self.store, self._s.block_size)  # per-tier hits, gauges
         logger.info("kvtier: registered %d layers x %d blocks, block %d bytes as %r",
                     len(self._layers), self._num_blocks, layout.block_bytes, layout)
 
