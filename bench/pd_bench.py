@@ -1,0 +1,355 @@
+"""P->D benchmark: one workload through three deployments, one after the other
+on this machine, each started fresh (empty store, cold vLLM caches):
+
+  single  one vLLM engine, no PD, no connector (the baseline TTFT);
+  store   kvtier's P->D: prefill ranks save every full prompt block to the
+          shared Cache|Posix store, the decode rank loads them from there;
+  nixl    vLLM's NixlConnector pulls the KV from the prefill rank (prefill
+          runs MultiConnector[NixlConnector, UCMConnector], the seed's shape).
+
+Both PD deployments are deploy/seed/cluster_one_machine.yaml brought up by
+kvtier-launch --cluster. The load is kvtier-bench serve at concurrency 1, so
+TTFT/TPOT/E2EL are per-request latencies, not queueing. Per request it also
+records the P->D transfer: the bytes moved and the time the transfer took,
+from the engines' own counters (store: kvtier's save time on the prefill rank
+plus its load time on the decode rank; nixl: vLLM's NIXL transfer time on the
+decode rank), against memcpy and raw TCP loopback of the same bytes measured
+in the same run. Each deployment's counters are checked to be what it claims
+(the single engine computes every token; store decode computes at most one
+block per request; NIXL decode computes none).
+
+  .venv/bin/python bench/pd_bench.py            # writes bench/results/pd_bench.{json,md}
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = REPO / "build" / "tools"
+PY = REPO / ".venv" / "bin" / "python"
+BLOCK = 128  # vLLM's block size on the CPU backend
+ENGINE_ARGS = ("--load-format dummy --dtype float32 --max-model-len 4096 --enforce-eager "
+               "--served-model-name tiny --seed 1024")
+
+
+def log(msg: str) -> None:
+    print(f"[pd_bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def metrics(port: int) -> dict[str, float]:
+    """Every series of an engine's /metrics, summed over its labels."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30).read().decode()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        m = re.match(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{[^}]*\})? ([0-9.e+-]+|NaN)$", line)
+        if m and m.group(2) != "NaN":
+            out[m.group(1)] = out.get(m.group(1), 0.0) + float(m.group(2))
+    return out
+
+
+def delta(after: dict, before: dict, key: str) -> float:
+    return after.get(key, 0.0) - before.get(key, 0.0)
+
+
+class Deployment:
+    """kvtier-launch in the background until stop(); `ports` of the roles."""
+
+    def __init__(self, args: list[str], run_dir: Path, timeout_s: float):
+        self.run_dir = run_dir
+        self.ready = run_dir / "ready.json"
+        self.out = open(run_dir / "launch.out", "w")
+        self.proc = subprocess.Popen([str(BIN / "kvtier-launch"), *args, "--ready-file",
+                                      str(self.ready), "--health-timeout-s", str(timeout_s)],
+                                     cwd=REPO, stdout=self.out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout_s + 60
+        while not self.ready.exists():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("kvtier-launch failed:\n" +
+                                   (run_dir / "launch.out").read_text()[-4000:])
+            time.sleep(1)
+        self.services = json.loads(self.ready.read_text())["services"]
+
+    def ports(self, role: str) -> list[int]:
+        return [s["port"] for s in self.services if s["role"] == role]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(timeout=120)
+
+
+def free_port_block(n: int, start: int) -> int:
+    """A base port with n consecutive free ports, below the ephemeral range."""
+    base = start
+    while True:
+        try:
+            for p in range(base, base + n):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", p))
+            return base
+        except OSError:
+            base += n
+
+
+def start_single(run_dir: Path, model: Path, timeout_s: float) -> Deployment:
+    port = free_port_block(2, 23000)
+    cmd = (f"exec {PY} -m vllm.entrypoints.openai.api_server --model {model} "
+           f"--host 127.0.0.1 --port {{server_port}} {ENGINE_ARGS}")
+    return Deployment(["--name", "single", "--server-port", str(port), "--kv-port",
+                       str(port + 1), "--log-dir", str(run_dir / "logs"), "--command", cmd,
+                       "--env", "VLLM_CPU_KVCACHE_SPACE=1", "--env",
+                       "VLLM_CPU_OMP_THREADS_BIND=0"], run_dir, timeout_s)
+
+
+def start_cluster(run_dir: Path, mode: str, timeout_s: float) -> Deployment:
+    cfg = yaml.safe_load((REPO / "deploy/seed/cluster_one_machine.yaml").read_text())
+    base = free_port_block(10, 23100 if mode == "store" else 23200)
+    cfg["run_dir"] = str(run_dir)
+    cfg["vars"]["python"] = str(PY)
+    cfg["prefill"]["server_port"], cfg["prefill"]["kv_port"] = base, base + 2
+    cfg["decode"]["server_port"], cfg["decode"]["kv_port"] = base + 4, base + 5
+    cfg["proxy"]["port"] = base + 6
+    cfg["prefill"]["env"]["KVTIER_PD_MODE"] = mode
+    if mode == "nixl":
+        cfg["prefill"]["env"]["KVTIER_NIXL_BUFFER_DEVICE"] = "cpu"
+    path = run_dir / "cluster.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return Deployment(["--cluster", str(path)], run_dir, timeout_s)
+
+
+def serve(port: int, args, result: Path) -> dict:
+    cmd = [str(BIN / "kvtier-bench"), "serve", "--port", str(port), "--model", "tiny",
+           "--random-input-len", str(args.input_len), "--random-output-len",
+           str(args.output_len), "--num-prompts", str(args.num_prompts), "--max-concurrency",
+           "1", "--random-vocab-size", "4000", "--seed", str(args.seed), "--ignore-eos",
+           "--disable-tqdm", "--save-result", "--result-dir", str(result.parent),
+           "--result-filename", result.name]
+    log("  " + shlex.join(cmd))
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    return json.loads(result.read_text())
+
+
+def engine_totals(ports: list[int]) -> dict[str, float]:
+    total: dict[str, float] = {}
+    for p in ports:
+        for k, v in metrics(p).items():
+            total[k] = total.get(k, 0.0) + v
+    return total
+
+
+# kvtier's connector series (docs/metrics.md): bytes and seconds of its loads
+# and saves, summed over ranks.
+KV_LOAD_BYTES, KV_LOAD_S = "vllm:kvtier_load_bytes_total", "vllm:kvtier_load_time_seconds_sum"
+KV_SAVE_BYTES, KV_SAVE_S = "vllm:kvtier_save_bytes_total", "vllm:kvtier_save_time_seconds_sum"
+
+
+def run_mode(mode: str, args, work: Path, model: Path) -> dict:
+    run_dir = work / mode
+    run_dir.mkdir()
+    t0 = time.monotonic()
+    log(f"{mode}: starting the deployment")
+    dep = (start_single(run_dir, model, args.start_timeout_s) if mode == "single"
+           else start_cluster(run_dir, mode, args.start_timeout_s))
+    log(f"{mode}: healthy after {time.monotonic() - t0:.0f} s")
+    try:
+        entry = dep.ports("single") if mode == "single" else dep.ports("proxy")
+        prefill = dep.ports("single") if mode == "single" else dep.ports("prefill")
+        decode = dep.ports("single") if mode == "single" else dep.ports("decode")
+        before_p, before_d = engine_totals(prefill), engine_totals(decode)
+        result = serve(entry[0], args, run_dir / "serve.json")
+        after_p, after_d = engine_totals(prefill), engine_totals(decode)
+    finally:
+        dep.stop()
+    n = result["completed"]
+    d = {k: delta(after_d, before_d, k) for k in set(after_d) | set(before_d)}
+    p = {k: delta(after_p, before_p, k) for k in set(after_p) | set(before_p)}
+    out = {"mode": mode, "completed": n, "failed": args.num_prompts - n,
+           "ttft_ms": result["mean_ttft_ms"], "tpot_ms": result["mean_tpot_ms"],
+           "e2el_ms": result["mean_e2el_ms"], "median_ttft_ms": result["median_ttft_ms"],
+           "decode_prompt_tokens": d.get("vllm:prompt_tokens_total", 0.0),
+           "decode_external_tokens": d.get("vllm:external_prefix_cache_hits_total", 0.0),
+           "decode_local_hit_tokens": d.get("vllm:prefix_cache_hits_total", 0.0)}
+    out["decode_computed_tokens"] = (out["decode_prompt_tokens"] - out["decode_external_tokens"]
+                                     - out["decode_local_hit_tokens"])
+    if mode == "store":
+        out["transfer_bytes"] = d.get(KV_LOAD_BYTES, 0.0) / max(n, 1)
+        out["transfer_s"] = (p.get(KV_SAVE_S, 0.0) + d.get(KV_LOAD_S, 0.0)) / max(n, 1)
+        out["save_s"], out["load_s"] = p.get(KV_SAVE_S, 0.0) / n, d.get(KV_LOAD_S, 0.0) / n
+    elif mode == "nixl":
+        out["transfer_bytes"] = d.get("vllm:nixl_bytes_transferred_sum", 0.0) / max(n, 1)
+        out["transfer_s"] = d.get("vllm:nixl_xfer_time_seconds_sum", 0.0) / max(n, 1)
+        out["nixl_failed_transfers"] = d.get("vllm:nixl_num_failed_transfers_total", 0.0)
+    out["wall_s"] = time.monotonic() - t0
+    log(f"{mode}: {n} requests, TTFT {out['ttft_ms']:.0f} ms, done in {out['wall_s']:.0f} s")
+    return out
+
+
+def memcpy_s(nbytes: int, reps: int = 20) -> float:
+    src = np.random.default_rng(0).integers(0, 255, nbytes, dtype=np.uint8)
+    dst = np.empty_like(src)
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        np.copyto(dst, src)
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def tcp_loopback_s(nbytes: int, reps: int = 10) -> float:
+    """One TCP connection over 127.0.0.1; the time to move nbytes, median."""
+    srv = socket.create_server(("127.0.0.1", 0))
+    payload = os.urandom(nbytes)
+    buf = bytearray(nbytes)
+
+    def sender(conn: socket.socket) -> None:
+        for _ in range(reps):
+            conn.sendall(payload)
+            conn.recv(1)  # the receiver has it all
+
+    cli = socket.create_connection(srv.getsockname())
+    conn, _ = srv.accept()
+    t = threading.Thread(target=sender, args=(conn,))
+    times = []
+    t.start()
+    view = memoryview(buf)
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        got = 0
+        while got < nbytes:
+            got += cli.recv_into(view[got:], nbytes - got)
+        times.append(time.perf_counter() - t0)
+        cli.sendall(b"k")
+    t.join()
+    for s in (cli, conn, srv):
+        s.close()
+    return float(np.median(times))
+
+
+def checks(rows: dict[str, dict], args) -> list[tuple[bool, str]]:
+    n_blocks = args.num_prompts
+    out = []
+    s = rows.get("single")
+    if s:
+        out.append((s["decode_external_tokens"] == 0 and s["decode_local_hit_tokens"] == 0,
+                    f"single engine computed every prompt token (external "
+                    f"{s['decode_external_tokens']:.0f}, local hits "
+                    f"{s['decode_local_hit_tokens']:.0f})"))
+    st = rows.get("store")
+    if st:
+        out.append((st["decode_computed_tokens"] <= BLOCK * n_blocks,
+                    f"store: decode computed {st['decode_computed_tokens']:.0f} prompt tokens, "
+                    f"at most one block ({BLOCK}) per request"))
+        if s:
+            r = st["ttft_ms"] / s["ttft_ms"]
+            out.append((r <= 1.2, f"store: TTFT {r:.2f}x the single engine's (target <= 1.2x)"))
+    nx = rows.get("nixl")
+    if nx:
+        out.append((nx["decode_computed_tokens"] == 0 and nx["nixl_failed_transfers"] == 0,
+                    f"nixl: decode computed {nx['decode_computed_tokens']:.0f} prompt tokens, "
+                    f"{nx['nixl_failed_transfers']:.0f} failed transfers"))
+    for m in ("store", "nixl"):
+        r = rows.get(m)
+        if r and r.get("vs_tcp") is not None:
+            out.append((r["vs_tcp"] >= 0.5,
+                        f"{m}: P->D transfer {r['vs_tcp']:.2f}x raw TCP loopback (target >= 0.5x)"))
+    return out
+
+
+def markdown(rows: dict[str, dict], base: dict, results: list, command: str, args) -> str:
+    lines = ["# P->D benchmark: single engine vs PD through the store vs PD through NIXL", "",
+             f"Command: `{command}`", "",
+             f"Workload: {args.num_prompts} random prompts of {args.input_len} tokens, "
+             f"{args.output_len} output tokens, concurrency 1 (per-request latency, no "
+             "queueing), tiny Llama (8 layers, 4 KV heads, fp32) on vLLM's CPU backend. Each "
+             "deployment starts fresh (empty store, cold caches). Baselines for the transfer "
+             "(same bytes, same run): memcpy (numpy) and one TCP connection over loopback.", "",
+             "| deployment | TTFT ms | TTFT / single | TPOT ms | E2EL ms | P->D MB/req | "
+             "P->D ms/req | P->D GB/s | / raw TCP | / memcpy |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    single = rows.get("single", {}).get("ttft_ms")
+    for m, r in rows.items():
+        ratio = f"{r['ttft_ms'] / single:.2f}" if single else "-"
+        if "transfer_bytes" in r and r["transfer_s"] > 0:
+            xfer = (f"{r['transfer_bytes'] / 1e6:.1f} | {r['transfer_s'] * 1e3:.1f} | "
+                    f"{r['gbps']:.2f} | {r['vs_tcp']:.2f} | {r['vs_memcpy']:.2f}")
+        else:
+            xfer = "- | - | - | - | -"
+        lines.append(f"| {m} | {r['ttft_ms']:.0f} | {ratio} | {r['tpot_ms']:.1f} | "
+                     f"{r['e2el_ms']:.0f} | {xfer} |")
+    lines += ["", f"Baselines for {base['bytes'] / 1e6:.1f} MB: memcpy {base['memcpy_gbps']:.2f} "
+              f"GB/s, raw TCP loopback {base['tcp_gbps']:.2f} GB/s.", ""]
+    if "store" in rows:
+        st = rows["store"]
+        lines.append(f"Store P->D per request: save on the prefill rank {st['save_s'] * 1e3:.1f} "
+                     f"ms + load on the decode rank {st['load_s'] * 1e3:.1f} ms; the decode rank "
+                     f"computed {st['decode_computed_tokens'] / max(st['completed'], 1):.0f} "
+                     "prompt tokens per request (the last partial block).")
+    lines += ["", "Checks (from the engines' own counters and the targets):", ""]
+    lines += [f"- {'PASS' if ok else 'FAIL'}: {text}" for ok, text in results]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--modes", default="single,store,nixl")
+    ap.add_argument("--input-len", type=int, default=1536)
+    ap.add_argument("--output-len", type=int, default=32)
+    ap.add_argument("--num-prompts", type=int, default=8)
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--start-timeout-s", type=float, default=1200)
+    ap.add_argument("--out", type=Path, default=REPO / "bench" / "results")
+    ap.add_argument("--no-check", action="store_true", help="exit 0 even if a check fails")
+    args = ap.parse_args()
+    modes = args.modes.split(",")
+    if unknown := set(modes) - {"single", "store", "nixl"}:
+        ap.error(f"--modes: unknown {sorted(unknown)}")
+    command = "bench/pd_bench.py " + shlex.join(sys.argv[1:])
+    rows: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory(prefix="kvtier-pd-bench-") as tmp:
+        work = Path(tmp)
+        model = work / "model"
+        subprocess.run([str(PY), str(REPO / "deploy/vllm/make_model.py"), str(model)],
+                       check=True, stdout=subprocess.DEVNULL)
+        for m in modes:
+            rows[m] = run_mode(m, args, work, model)
+    nbytes = int(max((r.get("transfer_bytes", 0) for r in rows.values()), default=0)) or (
+        args.input_len * 16384)
+    base = {"bytes": nbytes, "memcpy_s": memcpy_s(nbytes), "tcp_s": tcp_loopback_s(nbytes)}
+    base["memcpy_gbps"], base["tcp_gbps"] = nbytes / base["memcpy_s"] / 1e9, nbytes / base[
+        "tcp_s"] / 1e9
+    for r in rows.values():
+        if r.get("transfer_s"):
+            r["gbps"] = r["transfer_bytes"] / r["transfer_s"] / 1e9
+            r["vs_tcp"], r["vs_memcpy"] = r["gbps"] / base["tcp_gbps"], r["gbps"] / base[
+                "memcpy_gbps"]
+    results = checks(rows, args)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "pd_bench.json").write_text(json.dumps(
+        {"command": command, "rows": rows, "baselines": base,
+         "checks": [{"ok": ok, "check": t} for ok, t in results]}, indent=2) + "\n")
+    md = markdown(rows, base, results, command, args)
+    (args.out / "pd_bench.md").write_text(md)
+    print(md)
+    return 0 if args.no_check or all(ok for ok, _ in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
