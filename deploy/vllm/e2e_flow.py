@@ -53,8 +53,10 @@ def free_port() -> int:
 class Engine:
     """One `vllm serve` (OpenAI server) process with the kvtier connector."""
 
-    def __init__(self, name: str, model: Path, ucm_config: Path, log: Path):
-        self.name, self.port, self.log = name, free_port(), log
+    def __init__(self, name: str, model: Path, ucm_config: Path, log: Path, tp: int = 1,
+                 port: int | None = None, load_format: str = "dummy",
+                 env: dict[str, str] | None = None):
+        self.name, self.port, self.log = name, port or free_port(), log
         ktc = {"kv_connector": "UCMConnector", "kv_role": "kv_both",
                "kv_connector_module_path": "kvtier.integration.vllm",
                "kv_load_failure_policy": "recompute",
@@ -64,9 +66,11 @@ class Engine:
         cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server",
                "--model", str(model), "--served-model-name", "tiny",
                "--host", "127.0.0.1", "--port", str(self.port),
-               "--load-format", "dummy", "--dtype", "float32", "--max-model-len", "4096",
-               "--enforce-eager", "--seed", "1024", "--kv-transfer-config", json.dumps(ktc)]
-        env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1", VLLM_LOGGING_LEVEL="INFO")
+               "--load-format", load_format, "--dtype", "float32", "--max-model-len", "4096",
+               "--enforce-eager", "--seed", "1024", "--kv-transfer-config", json.dumps(ktc),
+               "--tensor-parallel-size", str(tp)]
+        env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1", VLLM_LOGGING_LEVEL="INFO",
+                   **(env or {}))
         self.proc = subprocess.Popen(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT,
                                      env=env, start_new_session=True)
 

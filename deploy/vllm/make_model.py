@@ -51,6 +51,36 @@ def make_model(out: Path) -> Path:
     return out
 
 
+def make_weights(out: Path, seed: int = 0, std: float = 0.02) -> Path:
+    """Writes ``model.safetensors`` into a make_model directory: seeded random
+    weights, the same for every engine. Engines of different TP sizes need
+    them: vLLM draws dummy weights per rank's shard (each rank seeds its own
+    shard alike), so a TP2 engine's dummy model is not the TP1 engine's."""
+    import torch
+    from safetensors.torch import save_file
+
+    c = json.loads((out / "config.json").read_text())
+    g = torch.Generator().manual_seed(seed)
+    h, inter, vocab = c["hidden_size"], c["intermediate_size"], c["vocab_size"]
+    q, kv = c["num_attention_heads"] * c["head_dim"], c["num_key_value_heads"] * c["head_dim"]
+
+    def w(*shape: int) -> torch.Tensor:
+        return torch.randn(shape, generator=g) * std
+
+    t = {"model.embed_tokens.weight": w(vocab, h), "model.norm.weight": torch.ones(h),
+         "lm_head.weight": w(vocab, h)}
+    for i in range(c["num_hidden_layers"]):
+        p = f"model.layers.{i}."
+        t.update({p + "self_attn.q_proj.weight": w(q, h), p + "self_attn.k_proj.weight": w(kv, h),
+                  p + "self_attn.v_proj.weight": w(kv, h), p + "self_attn.o_proj.weight": w(h, q),
+                  p + "mlp.gate_proj.weight": w(inter, h), p + "mlp.up_proj.weight": w(inter, h),
+                  p + "mlp.down_proj.weight": w(h, inter),
+                  p + "input_layernorm.weight": torch.ones(h),
+                  p + "post_attention_layernorm.weight": torch.ones(h)})
+    save_file(t, str(out / "model.safetensors"))
+    return out
+
+
 if __name__ == "__main__":
     if len(sys.argv) != 2:
         sys.exit(__doc__)

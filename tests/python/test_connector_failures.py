@@ -45,7 +45,8 @@ def serve(model_dir, root, layerwise, fault=None, prompts_b=(PROMPT_B,), batch=6
 
     def break_block(out):
         assert len(out.kv_connector_metadata.load_ids) == 6  # the hit, still intact
-        f = block_file(root, worker_b.connector.worker.rank_ids(ids)[FAULTY])
+        # One head unit's file of the block: the block fails all the same.
+        f = block_file(root, worker_b.connector.worker.unit_ids(ids)[0][FAULTY])
         if fault == "remove":
             f.unlink()
         else:  # flip a byte of the last layer's shard: only that layer fails
@@ -59,7 +60,8 @@ def serve(model_dir, root, layerwise, fault=None, prompts_b=(PROMPT_B,), batch=6
 
 def same_as_from_scratch(model_dir, tmp_path, layerwise, cfg, kcc, ids):
     names = lambda root: sorted(p.name for p in (tmp_path / root).rglob("*.kvb"))  # noqa: E731
-    assert names("faulty") == names("scratch") and len(names("faulty")) == len(ids)
+    units = cfg.model_config.get_total_num_kv_heads()  # a file per head unit and block
+    assert names("faulty") == names("scratch") and len(names("faulty")) == units * len(ids)
     got = stored(cfg, kcc, ids)
     scratch_cfg = vllm_config(model_dir, ucm_settings(tmp_path / "scratch", layerwise),
                               block_size=BS)

@@ -89,7 +89,9 @@ def test_hits_loads_and_saves_reach_vllms_prometheus_registry(model_dir, tmp_pat
     Engine(cfg, kcc, tp_workers(cfg, kcc, monkeypatch), [prom, loggers[1]], 1).run(prompt)
     Engine(cfg, kcc, workers_a, [prom, loggers[2]], 2).run(prompt)
 
-    block_bytes = workers_a[0].connector.worker.store.layout.block_bytes
+    # A rank's vLLM block is all its head units (store blocks).
+    w = workers_a[0].connector.worker
+    block_bytes = w.store.layout.block_bytes * len(w._units)
     for rank in ("0", "1"):
         r = {"tp_rank": rank, "pp_rank": "0"}
         assert value("vllm:kvtier_save_blocks_total", 0, **r) == 5

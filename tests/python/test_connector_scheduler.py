@@ -109,7 +109,7 @@ def test_preempted_request_resumes_and_leaves_nothing(engine):
 
 
 class TPWorkers:
-    """The TP ranks' workers of one engine (each stores its own slice)."""
+    """The TP ranks' workers of one engine (each stores its own heads' units)."""
 
     def __init__(self, cfg, kcc, monkeypatch, tp_size=2):
         import kvtier.integration.vllm.common as common
@@ -127,7 +127,7 @@ class TPWorkers:
 def test_hit_needs_every_tp_rank_slice(model_dir, tmp_path, monkeypatch):
     from pathlib import Path
 
-    from kvtier.integration.vllm.common import KvTierIds, rank_ids
+    from kvtier.integration.vllm.common import KvTierIds, slice_ids
 
     cfg = vllm_config(model_dir, ucm_settings(tmp_path / "store"), block_size=BS, tp_size=2)
     kcc = kv_cache_config(cfg, 64)
@@ -135,13 +135,14 @@ def test_hit_needs_every_tp_rank_slice(model_dir, tmp_path, monkeypatch):
     sched_a = scheduler(cfg, kcc)
     sched_a.add_request(request(prompt))
     run_until_done(sched_a, TPWorkers(cfg, kcc, monkeypatch))
-    assert len(list((tmp_path / "store").rglob("*.kvb"))) == 2 * 5  # a file per rank and block
+    # A file per KV head (4: 2 per rank) and block.
+    assert len(list((tmp_path / "store").rglob("*.kvb"))) == 4 * 5
 
-    # Rank 1's file of block 2 goes (evicted or dropped on its own).
+    # Rank 1's file of block 2 (its first head, 2) goes (evicted or dropped on its own).
     sched_b = scheduler(cfg, kcc)
     r = request(prompt)
     ns_ids = KvTierIds(sched_b.connector.settings).request_ids(r)
-    (f,) = (tmp_path / "store").rglob(rank_ids(ns_ids, [2, 1, 1, 0])[2].hex() + ".kvb")
+    (f,) = (tmp_path / "store").rglob(slice_ids(ns_ids, [2, 1, 4, 1, 0])[2].hex() + ".kvb")
     Path(f).unlink()
     sched_b.add_request(r)
     out, errors = run_step(sched_b, TPWorkers(cfg, kcc, monkeypatch))

@@ -4,11 +4,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from vllm.distributed.kv_transfer.kv_connector.v1.base import KVConnectorRole
 
 import kvtier
-from kvtier.integration.vllm import UCMConnector, UCMConnectorMetadata
-from kvtier.integration.vllm.kv_layout import UnsupportedKVLayout
+from kvtier.integration.vllm import UCMConnectorMetadata
 from vllm_harness import LAYERS, Worker, kv_cache_config, ucm_settings, vllm_config
 
 NUM_BLOCKS = 32
@@ -31,8 +29,10 @@ def test_registered_layout_is_the_cpu_backend_one(pair):
     t = src.caches[LAYERS[0]]
     assert t.shape[0] == NUM_BLOCKS and t[0].is_contiguous()  # [B, H, N, C], block = 1 page
     layout = src.connector.worker.store.layout
-    per_block = sum(src.caches[n][0].nbytes for n in LAYERS)
-    assert layout.block_bytes == per_block
+    # A stored block is one KV head of every layer (a head's [N, C] is one run).
+    per_head = sum(src.caches[n][0, 0].nbytes for n in LAYERS)
+    assert layout.block_bytes == per_head
+    assert len(src.connector.worker.unit_ids(ids(1))) == t.shape[1]
 
 
 def test_save_then_load_into_other_blocks(pair):
@@ -65,22 +65,13 @@ def test_corrupted_block_file_is_reported_and_dropped(pair):
     block_ids = ids(2, b"c")
     src.step(UCMConnectorMetadata(save_ids=block_ids, save_blocks=[1, 2]))
     files = sorted(p for p in Path(root).rglob("*.kvb"))
-    assert len(files) == 2
+    assert len(files) == 2 * src.caches[LAYERS[0]].shape[1]  # a file per head and block
     for f in files:  # flip a byte in the payload of every block file
         data = bytearray(f.read_bytes())
         data[-100] ^= 0xFF
         f.write_bytes(bytes(data))
     errors = dst.step(UCMConnectorMetadata(load_ids=block_ids, load_blocks=[9, 10]))
     assert errors == {9, 10}
-    assert dst.connector.worker.store.lookup_prefix(dst.connector.worker.rank_ids(block_ids)) == 0
+    worker = dst.connector.worker
+    assert all(worker.store.lookup_prefix(u) == 0 for u in worker.unit_ids(block_ids))
 
-
-def test_unsupported_layout_fails_clearly(model_dir, tmp_path):
-    cfg = vllm_config(model_dir, ucm_settings(tmp_path))
-    kcc = kv_cache_config(cfg, NUM_BLOCKS)
-    conn = UCMConnector(cfg, KVConnectorRole.WORKER, kcc)
-    # Head-outermost: a block's bytes are scattered over the heads.
-    scattered = torch.zeros(2, NUM_BLOCKS, 16, 64).permute(1, 0, 2, 3)
-    with pytest.raises(UnsupportedKVLayout, match="unsupported KV cache layout"):
-        conn.register_kv_caches({n: scattered for n in LAYERS[:1]} |
-                                {LAYERS[1]: torch.zeros(NUM_BLOCKS, 2, 16, 64)})

@@ -23,7 +23,7 @@ from vllm.utils.hashing import sha256
 from vllm.v1.core.kv_cache_utils import get_request_block_hasher, init_none_hash
 from vllm.v1.core.sched.scheduler import Scheduler
 from vllm.v1.kv_cache_interface import (FullAttentionSpec, KVCacheConfig, KVCacheGroupSpec,
-                                        KVCacheTensor)
+                                        KVCacheTensor, MLAAttentionSpec)
 from vllm.v1.kv_cache_layout import KVCacheLayout
 from vllm.v1.outputs import KVConnectorOutput, ModelRunnerOutput
 from vllm.v1.request import Request
@@ -86,11 +86,16 @@ def multi_connector_config(model_dir: Path, root: Path) -> VllmConfig:
     return vllm_config(model_dir, extra, connector="MultiConnector", module=None)
 
 
-def kv_cache_config(cfg: VllmConfig, num_blocks: int, num_kv_heads: int = 2,
-                    head_size: int = 32) -> KVCacheConfig:
-    """One full-attention group over LAYERS, laid out layer-outermost (LBHNC)."""
-    spec = FullAttentionSpec(block_size=cfg.cache_config.block_size, num_kv_heads=num_kv_heads,
-                             head_size=head_size, dtype=torch.float32)
+def kv_cache_config(cfg: VllmConfig, num_blocks: int, num_kv_heads: int | None = None,
+                    head_size: int = 32, mla: bool = False) -> KVCacheConfig:
+    """One full-attention group over LAYERS, laid out layer-outermost (LBHNC);
+    a rank's KV heads as vLLM splits the model's over the config's TP size
+    (``mla``: one latent "head" on every rank, as vLLM's MLA spec)."""
+    if num_kv_heads is None:
+        num_kv_heads = 1 if mla else cfg.model_config.get_num_kv_heads(cfg.parallel_config)
+    spec = (MLAAttentionSpec if mla else FullAttentionSpec)(
+        block_size=cfg.cache_config.block_size, num_kv_heads=num_kv_heads,
+        head_size=head_size, dtype=torch.float32)
     page = spec.page_size_bytes
     tensor = KVCacheTensor(size=page * num_blocks * len(LAYERS), layers=list(LAYERS),
                            layer_stride=page * num_blocks, block_stride=page)
@@ -150,8 +155,8 @@ class Worker:
     """
 
     def __init__(self, cfg: VllmConfig, kcc: KVCacheConfig, seed: int | None = None,
-                 computes: bool = False):
-        self.caches = kv_tensors(kcc, seed)
+                 computes: bool = False, caches: dict[str, torch.Tensor] | None = None):
+        self.caches = caches if caches is not None else kv_tensors(kcc, seed)
         self.computes = computes
         self.block_size = cfg.cache_config.block_size
         self.connector = UCMConnector(cfg, KVConnectorRole.WORKER, kcc)

@@ -5,8 +5,11 @@ Contract:
     the scheduler and on every worker except for the rank fields, so both
     halves agree on the namespace and on which slices exist.
   * ``KvTierIds`` turns a request into namespace-level block ids (the same on
-    every rank); ``rank_ids`` derives one slice's ids from them. The scheduler
-    ships namespace-level ids, each worker derives its own slice.
+    every rank); ``slice_ids`` derives one slice's ids from them. The scheduler
+    ships namespace-level ids, each worker derives the slices it holds.
+  * A slice is a *head unit*: ``heads_per_unit`` consecutive KV heads of one
+    pipeline stage, named by the heads it holds, never by the rank that
+    wrote it, so engines of any TP size share it (``HeadUnits``).
   * ``UCMConnectorMetadata`` is one step's work for the workers.
 """
 
@@ -29,12 +32,15 @@ if TYPE_CHECKING:
     from vllm.v1.request import Request
 
 # Bump when the meaning of stored bytes for the same namespace changes.
-FORMAT = "kvtier-vllm-2"  # 2: the namespace is canonical JSON
+# 2: the namespace is canonical JSON; 3: a stored block is a head unit, keyed
+# [first_head, heads_per_unit, num_kv_heads, pp_size, pp_rank] (was the
+# writer's [tp_size, tp_rank, pp_size, pp_rank] slice).
+FORMAT = "kvtier-vllm-3"
 # Generous default bound on one load/save task (kvtier_task_timeout_s): past it
 # the task is cancelled (Store.cancel) and its blocks count as failed.
 TASK_TIMEOUT_S = 120.0
 # Connector options in kv_connector_extra_config (the other keys are the store's).
-CONNECTOR_OPTIONS = ("kvtier_model_id", "kvtier_task_timeout_s")
+CONNECTOR_OPTIONS = ("kvtier_model_id", "kvtier_task_timeout_s", "kvtier_heads_per_unit")
 
 
 def load_store_config(extra: dict[str, Any]) -> kvtier.StoreConfig:
@@ -68,6 +74,57 @@ def rank_info(vllm_config: "VllmConfig", role: KVConnectorRole) -> tuple[int, in
             tp_size == pp_size == 1 and not model_parallel_is_initialized()):
         return tp_size, 0, pp_size, 0  # (a single worker outside an engine: tests, tools)
     return tp_size, get_tp_group().rank_in_group, pp_size, get_pp_group().rank_in_group
+
+
+class HeadUnits:
+    """Which KV heads one rank holds, and the head units that name them.
+
+    vLLM's split (``QKVParallelLinear``): with TP size ``t <= H`` rank ``r``
+    holds KV heads ``[r*H/t, (r+1)*H/t)``; with ``t > H`` each rank holds one
+    head, ``r // (t/H)``, replicated on ``t/H`` ranks, of which the first
+    (``r % (t/H) == 0``) is the primary. A unit is ``heads_per_unit``
+    consecutive heads starting at a multiple of it; every rank's head range
+    must be whole units, so that every TP size a store serves assembles its
+    heads from the same units. MLA's latent KV is the same on every rank: one
+    unit of one "head", held by all, primary on rank 0.
+    """
+
+    def __init__(self, num_heads: int, heads_per_unit: int, tp_size: int, tp_rank: int,
+                 mla: bool):
+        if mla:
+            num_heads = heads_per_unit = 1
+        self.num_heads, self.heads_per_unit = num_heads, heads_per_unit
+        if num_heads % heads_per_unit:
+            raise ValueError(f"kvtier: kvtier_heads_per_unit={heads_per_unit} does not divide "
+                             f"the model's {num_heads} KV heads")
+        if mla:
+            self.first, self.count, self.primary = 0, 1, tp_rank == 0
+        elif tp_size <= num_heads:
+            if num_heads % tp_size:
+                raise ValueError(f"kvtier: {num_heads} KV heads cannot be split over TP "
+                                 f"{tp_size}")
+            self.count = num_heads // tp_size
+            self.first, self.primary = tp_rank * self.count, True
+        else:
+            if tp_size % num_heads:
+                raise ValueError(f"kvtier: TP {tp_size} does not replicate {num_heads} KV "
+                                 "heads evenly")
+            replicas = tp_size // num_heads
+            self.first, self.count = tp_rank // replicas, 1
+            self.primary = tp_rank % replicas == 0
+        if self.count % heads_per_unit:
+            raise ValueError(
+                f"kvtier: kvtier_heads_per_unit={heads_per_unit} does not divide the "
+                f"{self.count} KV heads a rank holds at TP {tp_size}; choose a value that "
+                "divides the heads per rank of every TP size sharing the store (1 always does)")
+
+    def starts(self) -> range:
+        """The first head of every unit of the model."""
+        return range(0, self.num_heads, self.heads_per_unit)
+
+    def local_starts(self) -> range:
+        """The first head of every unit this rank holds."""
+        return range(self.first, self.first + self.count, self.heads_per_unit)
 
 
 class KvTierSettings:
@@ -110,8 +167,20 @@ class KvTierSettings:
         self.layer_names = list(groups[0].layer_names)
         self.is_mla = type(spec).__name__ == "MLAAttentionSpec"
         self.tp_size, self.tp_rank, self.pp_size, self.pp_rank = rank_info(vllm_config, role)
-        # MLA's latent KV is identical on every TP rank: rank 0 stores it, all load it.
-        self.saves_on_this_rank = self.do_save and (not self.is_mla or self.tp_rank == 0)
+        heads_per_unit = extra.get("kvtier_heads_per_unit", 1)
+        if isinstance(heads_per_unit, bool) or not isinstance(heads_per_unit, int) \
+                or heads_per_unit < 1:
+            raise ValueError(f"kvtier: kvtier_heads_per_unit = {heads_per_unit!r}: must be an "
+                             "integer >= 1")
+        self.units = HeadUnits(vllm_config.model_config.get_total_num_kv_heads(),
+                               heads_per_unit, self.tp_size, self.tp_rank, self.is_mla)
+        if not self.is_mla and spec.num_kv_heads != self.units.count:
+            raise ValueError(
+                f"kvtier: the KV cache has {spec.num_kv_heads} KV heads per rank; vLLM's split "
+                f"of {self.units.num_heads} heads over TP {self.tp_size} gives "
+                f"{self.units.count}")
+        # A replicated head (TP > heads, or MLA's latent) is saved by one replica.
+        self.saves_on_this_rank = self.do_save and self.units.primary
         # Everything that changes what a block's bytes mean. Encoded as
         # canonical JSON (with the request's fields, see KvTierIds), so no
         # field's value can pass for another's: "None" is not null.
@@ -120,27 +189,28 @@ class KvTierSettings:
             "model": extra.get("kvtier_model_id") or vllm_config.model_config.model,
             "dtype": str(spec.dtype),
             "block": self.block_size,
-            "heads": [getattr(spec, "num_kv_heads", None), getattr(spec, "head_size", None)],
+            # The model's KV heads, not this rank's: names are TP-agnostic.
+            "heads": [self.units.num_heads, getattr(spec, "head_size", None)],
             "layers": len(self.layer_names),
             "layout": getattr(vllm_config.cache_config, "kv_cache_layout", None),
             "mla": self.is_mla,
             "shards": "layer" if self.layerwise else "block",
         }
 
-    def slice_of(self, tp_rank: int, pp_rank: int) -> list[int]:
-        """The slice key of a rank's part of a block (MLA: one slice per PP rank)."""
-        tp = [1, 0] if self.is_mla else [self.tp_size, tp_rank]
-        return tp + [self.pp_size, pp_rank]
+    def slice_of(self, first_head: int, pp_rank: int) -> list[int]:
+        """The slice key of a head unit: the heads it holds and its pipeline
+        stage, nothing of the TP size or rank that writes or reads it."""
+        u = self.units
+        return [first_head, u.heads_per_unit, u.num_heads, self.pp_size, pp_rank]
 
     def all_slices(self) -> list[list[int]]:
-        """Every slice the workers load: a block is a hit only if all are stored."""
-        tp_ranks = [0] if self.is_mla else range(self.tp_size)
-        return [self.slice_of(t, p) for p in range(self.pp_size) for t in tp_ranks]
+        """Every unit of every stage: a block is a hit only if all are stored."""
+        return [self.slice_of(h, p) for p in range(self.pp_size) for h in self.units.starts()]
 
-    @property
-    def slice(self) -> list[int]:
-        """This process's slice key."""
-        return self.slice_of(self.tp_rank, self.pp_rank)
+    def local_slices(self) -> list[tuple[int, list[int]]]:
+        """This rank's units: (first head among the rank's heads, slice key)."""
+        return [(h - self.units.first, self.slice_of(h, self.pp_rank))
+                for h in self.units.local_starts()]
 
 
 class KvTierIds:
@@ -172,9 +242,9 @@ class KvTierIds:
         return self.hasher(request).hash_prefix(request.prompt_token_ids, self._block_size)
 
 
-def rank_ids(ids: list[bytes], slice_key: list[int]) -> list[bytes]:
-    """Namespace-level ids -> the ids of one slice of those blocks:
-    H(id, [tp_size, tp_rank, pp_size, pp_rank])."""
+def slice_ids(ids: list[bytes], slice_key: list[int]) -> list[bytes]:
+    """Namespace-level ids -> the ids of one slice (head unit) of those blocks:
+    H(id, [first_head, heads_per_unit, num_kv_heads, pp_size, pp_rank])."""
     return [kvtier.BlockHasher.hash_block(i, slice_key) for i in ids]
 
 

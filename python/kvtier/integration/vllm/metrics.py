@@ -207,15 +207,16 @@ class KvTierConnectorStats(KVConnectorStats):
 class StoreSampler:
     """Turns a store's cumulative counters into per-interval deltas.
 
-    Per-tier hits come from the bytes each tier served (a block is
-    ``block_bytes`` of this rank's slice, whole-block or layerwise alike);
-    counted in whole blocks, the remainder carried over.
+    Per-tier hits come from the bytes each tier served (a vLLM block of
+    this rank is ``units`` store blocks, its head units, of ``block_bytes``
+    each, whole-block or layerwise alike); counted in whole vLLM blocks.
+    Evictions count store blocks (head units).
     """
 
-    def __init__(self, store: "kvtier.Store", block_size: int):
+    def __init__(self, store: "kvtier.Store", block_size: int, units: int = 1):
         self._store = store
         self._block_size = block_size
-        self._block_bytes = store.layout.block_bytes
+        self._block_bytes = store.layout.block_bytes * units
         self._last = {t: {"hit_blocks": 0, "evictions": 0} for t in TIERS}
         self._last_gauges: dict[str, Any] | None = None
 
@@ -259,9 +260,10 @@ class KvTierCounters:
     def reset(self) -> None:
         self.data = {k: 0 for k in COUNTERS}
 
-    def watch_store(self, store: "kvtier.Store", block_size: int) -> None:
-        """Adds the store's per-tier counters and gauges to each interval."""
-        self._sampler = StoreSampler(store, block_size)
+    def watch_store(self, store: "kvtier.Store", block_size: int, units: int = 1) -> None:
+        """Adds the store's per-tier counters and gauges to each interval
+        (``units``: store blocks per vLLM block of this rank, its head units)."""
+        self._sampler = StoreSampler(store, block_size, units)
 
     def take(self) -> KvTierConnectorStats | None:
         """This interval's stats (None if nothing happened); starts a new interval."""

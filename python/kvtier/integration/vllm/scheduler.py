@@ -5,8 +5,9 @@ many tokens past vLLM's own prefix-cache hit the store can serve (whole
 blocks, at least one block left to compute); ``build_connector_meta`` tells the
 workers, every step, which blocks to load (the hits just allocated) and which
 to save (prompt blocks that become full this step, so chunked prefill saves as
-it goes). A hit means every rank's slice is stored. When vLLM rolls a request
-back to recompute a failed load, the blocks from there are saved again.
+it goes). A hit means every head unit of every stage is stored. When vLLM
+rolls a request back to recompute a failed load, the blocks from there are
+saved again.
 Requests whose KV the ids cannot key (multimodal, prompt embeddings) are
 refused. Per-request state lives from the first lookup to finish or abort.
 The scheduler's store is lookup-only: it sees the Posix tier shared by every
@@ -26,7 +27,7 @@ from kvtier.integration.vllm.common import (
     KvTierSettings,
     UCMConnectorMetadata,
     close_store,
-    rank_ids,
+    slice_ids,
 )
 from kvtier.integration.vllm.metrics import KvTierCounters
 
@@ -111,13 +112,14 @@ class KvTierConnectorScheduler:
         return max(0, hit_blocks * bs - num_computed_tokens), False
 
     def _lookup(self, ids: list[bytes]) -> int:
-        """Leading blocks of `ids` that every rank can load: each rank's slice
-        is written, evicted and dropped on its own, so each is asked."""
+        """Leading blocks of `ids` that every rank can load: every head unit
+        of every stage is written, evicted and dropped on its own, so each is
+        asked (whatever TP size wrote them: units name heads, not ranks)."""
         found = len(ids)
         for slice_key in self._s.all_slices():
             if found == 0:
                 break
-            found = self.store.lookup_prefix(rank_ids(ids[:found], slice_key))
+            found = self.store.lookup_prefix(slice_ids(ids[:found], slice_key))
         return found
 
     def update_state_after_alloc(self, request: "Request", blocks: "KVCacheBlocks",

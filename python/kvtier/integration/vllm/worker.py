@@ -1,10 +1,13 @@
 """The worker half of the connector (one per model-runner process).
 
 Contract: ``register_kv_caches`` registers the paged KV tensors by address
-and opens this rank's store; each step, the blocks the metadata lists are
-loaded before the forward (whole blocks before it starts, or layer by layer
-so loading layer i+1 overlaps computing layer i) and the blocks to save are
-dumped after their KV is written (per layer, or all at the end of the step).
+and opens this rank's store; a rank loads and saves the head units of the KV
+heads it holds (each unit is a store block of its own, common.HeadUnits), so
+what a rank of one TP size saves, ranks of any other TP size load. Each step,
+the blocks the metadata lists are loaded before the forward (whole blocks
+before it starts, or layer by layer so loading layer i+1 overlaps computing
+layer i) and the blocks to save are dumped after their KV is written (per
+layer, or all at the end of the step).
 Blocks that fail to load (missing, corrupt) are reported once through
 ``get_block_ids_with_load_errors`` so vLLM recomputes them, and the saves of
 a request whose KV read a failed load are dropped (never published, not even
@@ -15,7 +18,7 @@ one shard). A save has copied its bytes out of the KV cache once
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from vllm.logger import init_logger
@@ -26,7 +29,7 @@ from kvtier.integration.vllm.common import (
     KvTierSettings,
     UCMConnectorMetadata,
     close_store,
-    rank_ids,
+    slice_ids,
 )
 from kvtier.integration.vllm.kv_layout import LayerSegments, describe_kv_caches
 from kvtier.integration.vllm.metrics import KvTierCounters
@@ -38,20 +41,45 @@ ALL_LAYERS = -1  # the whole-block load (every layer in one task)
 UNKNOWN_LAYER = -2  # a layer name outside the registered layers: no task
 
 
+Segments = tuple[list[int], list[int], list[int]]  # bases, strides, seg_bytes
+
+
+@dataclass(frozen=True)
+class _Unit:
+    """One head unit this rank holds: its slice key and where it lives per layer."""
+
+    key: list[int]
+    layers: list[LayerSegments]
+
+    def shard(self, layer: int) -> Segments:
+        seg = self.layers[layer]
+        return list(seg.bases), list(seg.strides), list(seg.seg_bytes)
+
+    def whole(self) -> Segments:
+        """Every layer's segments, in layer order: one shard."""
+        bases, strides, segs = [], [], []
+        for seg in self.layers:
+            bases += seg.bases
+            strides += seg.strides
+            segs += seg.seg_bytes
+        return bases, strides, segs
+
+
 class KvTierConnectorWorker:
-    """Loads and saves one rank's slice of the blocks the scheduler planned."""
+    """Loads and saves one rank's head units of the blocks the scheduler planned."""
 
     def __init__(self, settings: KvTierSettings, num_blocks: int):
         self._s = settings
         self._num_blocks = num_blocks
-        self._slice = settings.slice
         self.stats = KvTierCounters(rank=(settings.tp_rank, settings.pp_rank))
         self.store: kvtier.Store | None = None
-        self._layers: list[LayerSegments] = []
+        self._units: list[_Unit] = []
         self._layer_index: dict[str, int] = {}
-        self._load_tasks: dict[int, int] = {}  # layer index or ALL_LAYERS -> task
-        self._load_ids: list[bytes] = []
-        self._load_blocks: list[int] = []
+        self._num_layers = 0
+        # Layer index or ALL_LAYERS -> one (task, unit ids) per head unit.
+        self._load_tasks: dict[int, list[tuple[int, list[bytes]]]] = {}
+        self._load_block_of: dict[bytes, int] = {}  # unit id -> vLLM block
+        self._load_count = 0  # vLLM blocks in the load
         self._load_started = 0.0
         self._save_tasks: list[int] = []
         self._save_started = 0.0
@@ -59,68 +87,75 @@ class KvTierConnectorWorker:
         self._step_failed: set[int] = set()  # this step's failed loads, until wait_for_save
         self._saved_blocks = 0  # blocks dumped this step
 
-    def rank_ids(self, ids: list[bytes]) -> list[bytes]:
-        """Namespace-level ids -> this rank's slice ids."""
-        return rank_ids(ids, self._slice)
+    def unit_ids(self, ids: list[bytes]) -> list[list[bytes]]:
+        """Namespace-level ids -> the ids of each head unit this rank holds."""
+        return [slice_ids(ids, u.key) for u in self._units]
 
     def register_kv_caches(self, kv_caches: dict[str, torch.Tensor]) -> None:
-        self._layers = describe_kv_caches(kv_caches, self._s.layer_names, self._num_blocks)
-        self._layer_index = {layer.name: i for i, layer in enumerate(self._layers)}
-        pages = {layer.page_bytes for layer in self._layers}
+        units = self._s.units
+        layers = describe_kv_caches(kv_caches, self._s.layer_names, self._num_blocks,
+                                    units.count)
+        self._layer_index = {layer.name: i for i, layer in enumerate(layers)}
+        self._num_layers = len(layers)
+        self._units = [_Unit(key, [layer.heads(first, units.heads_per_unit) for layer in layers])
+                       for first, key in self._s.local_slices()]
+        # Every unit has the same geometry (the block of the store's layout).
         if self._s.layerwise:
+            pages = {seg.page_bytes for u in self._units for seg in u.layers}
             if len(pages) != 1:
                 raise ValueError(f"kvtier: layerwise mode needs equal page sizes, got {pages}")
-            layout = kvtier.BlockLayout(len(self._layers), pages.pop())
+            layout = kvtier.BlockLayout(len(layers), pages.pop())
         else:
-            layout = kvtier.BlockLayout(1, sum(layer.page_bytes for layer in self._layers))
+            layout = kvtier.BlockLayout(1, sum(seg.page_bytes for seg in self._units[0].layers))
         self.store = kvtier.Store(self._s.store_config, layout)
-        self.stats.watch_store(self.store, self._s.block_size)  # per-tier hits, gauges
-        logger.info("kvtier: registered %d layers x %d blocks, block %d bytes as %r",
-                    len(self._layers), self._num_blocks, layout.block_bytes, layout)
-
-    def _all_segments(self) -> tuple[list[int], list[int], list[int]]:
-        bases, strides, segs = [], [], []
-        for layer in self._layers:
-            bases += layer.bases
-            strides += layer.strides
-            segs += layer.seg_bytes
-        return bases, strides, segs
+        # Per-tier hits in vLLM blocks: one block of this rank is all its units.
+        self.stats.watch_store(self.store, self._s.block_size, len(self._units))
+        logger.info("kvtier: registered %d layers x %d blocks; KV heads [%d, %d) of %d as %d "
+                    "units of %d head(s), %d bytes each, as %r", len(layers), self._num_blocks,
+                    units.first, units.first + units.count, units.num_heads, len(self._units),
+                    units.heads_per_unit, layout.block_bytes, layout)
 
     # ---------------------------------------------------------------- loads
     def start_load_kv(self, meta: UCMConnectorMetadata) -> None:
         if not meta.load_ids or self.store is None:
             return
-        ids = self.rank_ids(meta.load_ids)
-        self._load_ids, self._load_blocks = ids, meta.load_blocks
+        blocks = meta.load_blocks
+        per_unit = list(zip(self._units, self.unit_ids(meta.load_ids)))
+        self._load_block_of = {i: b for _, ids in per_unit for i, b in zip(ids, blocks)}
+        self._load_count = len(meta.load_ids)
         self._load_started = time.perf_counter()
         if self._s.layerwise:
-            # One task per layer: the forward waits only for the layer it is at.
-            for i, layer in enumerate(self._layers):
-                self._load_tasks[i] = self.store.load_blocks(
-                    ids, meta.load_blocks, i, layer.bases, layer.strides, layer.seg_bytes)
+            # One task per layer and unit: the forward waits only for the layer it is at.
+            for i in range(self._num_layers):
+                self._load_tasks[i] = [(self.store.load_blocks(ids, blocks, i, *u.shard(i)), ids)
+                                       for u, ids in per_unit]
         else:
-            self._load_tasks[ALL_LAYERS] = self.store.load_blocks(ids, meta.load_blocks, 0,
-                                                                  *self._all_segments())
+            self._load_tasks[ALL_LAYERS] = [
+                (self.store.load_blocks(ids, blocks, 0, *u.whole()), ids) for u, ids in per_unit]
             # Whole blocks: done before the forward starts (no layer races).
             self._wait_load(ALL_LAYERS)
 
     def _wait_load(self, key: int) -> None:
-        task = self._load_tasks.pop(key, None)
-        if task is None:
+        tasks = self._load_tasks.pop(key, None)
+        if tasks is None:
             return
-        try:
-            res = self.store.wait(task, self._s.task_timeout_s)
-            failed = set(res.failed_blocks)
-        except TimeoutError:
-            # vLLM recomputes these blocks into the same memory, or gives it to
-            # another request: the late load must never write there.
-            self._cancel(task, "load")
-            failed = set(self._load_ids)
-        except kvtier.KvtierError as e:
-            logger.error("kvtier: load task failed: %s; recomputing its blocks", e)
-            failed = set(self._load_ids)
+        failed: set[bytes] = set()
+        # The units of one layer (or of the whole block) share one timeout.
+        deadline = time.monotonic() + self._s.task_timeout_s
+        for task, ids in tasks:
+            try:
+                res = self.store.wait(task, max(0.0, deadline - time.monotonic()))
+                failed |= set(res.failed_blocks)
+            except TimeoutError:
+                # vLLM recomputes these blocks into the same memory, or gives it
+                # to another request: the late load must never write there.
+                self._cancel(task, "load")
+                failed |= set(ids)
+            except kvtier.KvtierError as e:
+                logger.error("kvtier: load task failed: %s; recomputing its blocks", e)
+                failed |= set(ids)
         if failed:
-            bad = {b for i, b in zip(self._load_ids, self._load_blocks) if i in failed}
+            bad = {self._load_block_of[i] for i in failed if i in self._load_block_of}
             if not bad <= self._load_errors:
                 logger.warning("kvtier: %d blocks failed to load; vLLM recomputes them",
                                len(bad - self._load_errors))
@@ -130,16 +165,16 @@ class KvTierConnectorWorker:
             self._finish_load()
 
     def _finish_load(self) -> None:
-        n = len(self._load_ids)
+        n = self._load_count
         dt = time.perf_counter() - self._load_started
-        nbytes = n * self.store.layout.block_bytes
+        nbytes = n * len(self._units) * self.store.layout.block_bytes
         self.stats.data["load_blocks"] += n
         self.stats.data["load_bytes"] += nbytes
         self.stats.data["load_s"] += dt
         logger.info("kvtier: loaded %d blocks (%.1f MB) in %.1f ms (%.2f GB/s), %d failed", n,
                     nbytes / 1e6, dt * 1e3, nbytes / dt / 1e9 if dt > 0 else 0.0,
                     len(self._load_errors))
-        self._load_ids, self._load_blocks = [], []
+        self._load_block_of, self._load_count = {}, 0
 
     def wait_for_layer_load(self, layer_name: str) -> None:
         if self._s.layerwise and self._load_tasks:
@@ -157,16 +192,17 @@ class KvTierConnectorWorker:
     # later layer's load failed could never be corrected by a later save.
     # Hence saves that read this step's loads wait until every load is known
     # (wait_for_save); saves that read none go per layer as their KV is written.
-    def _dump(self, reqs: list[KvTierReqMeta], shard: int, bases: Sequence[int],
-              strides: Sequence[int], segs: Sequence[int]) -> None:
+    def _dump(self, reqs: list[KvTierReqMeta], shard: int) -> None:
+        """Dumps shard `shard` (a layer, or 0: the whole block) of every unit."""
         ids = [i for r in reqs for i in r.save_ids]
         if not ids:
             return
         if not self._save_tasks:
             self._save_started = time.perf_counter()
         blocks = [b for r in reqs for b in r.save_blocks]
-        self._save_tasks.append(self.store.dump_blocks(self.rank_ids(ids), blocks, shard, bases,
-                                                       strides, segs))
+        for u, unit_ids in zip(self._units, self.unit_ids(ids)):
+            segments = u.shard(shard) if self._s.layerwise else u.whole()
+            self._save_tasks.append(self.store.dump_blocks(unit_ids, blocks, shard, *segments))
         if shard == 0:
             self._saved_blocks += len(ids)
 
@@ -176,10 +212,8 @@ class KvTierConnectorWorker:
         i = self._layer_index.get(layer_name)
         if i is None:
             return
-        layer = self._layers[i]
         # This layer's KV of the step is written: its shard can go now.
-        self._dump([r for r in meta.reqs.values() if not r.saves_read_loads()], i,
-                   layer.bases, layer.strides, layer.seg_bytes)
+        self._dump([r for r in meta.reqs.values() if not r.saves_read_loads()], i)
 
     def wait_for_save(self, meta: UCMConnectorMetadata | None) -> None:
         # Loads the forward never waited for (e.g. layers it skipped).
@@ -198,10 +232,10 @@ class KvTierConnectorWorker:
             elif not self._s.layerwise or r.saves_read_loads():
                 ready.append(r)
         if self._s.layerwise:
-            for i, layer in enumerate(self._layers):
-                self._dump(ready, i, layer.bases, layer.strides, layer.seg_bytes)
+            for i in range(self._num_layers):
+                self._dump(ready, i)
         else:
-            self._dump(ready, 0, *self._all_segments())
+            self._dump(ready, 0)
         if not self._save_tasks:
             return
         # A dump is done once its bytes are copied out of the KV cache, so the
@@ -227,7 +261,7 @@ class KvTierConnectorWorker:
         dt = time.perf_counter() - self._save_started
         n, self._saved_blocks = self._saved_blocks, 0
         self.stats.data["save_blocks"] += n
-        self.stats.data["save_bytes"] += n * self.store.layout.block_bytes
+        self.stats.data["save_bytes"] += n * len(self._units) * self.store.layout.block_bytes
         self.stats.data["save_s"] += dt
         logger.debug("kvtier: saved %d blocks in %.1f ms", n, dt * 1e3)
 
