@@ -203,10 +203,16 @@ Result<CompletionRequest> ParseCompletionRequest(std::string_view body, bool cha
 namespace {
 
 // The client's members with max_tokens=1 (chat also max_completion_tokens=1),
-// stream=false and `kv_member` (in place of the client's kv_transfer_params
-// when present, else appended in that order), and without stream_options.
+// stream=false, min_tokens=1 and `kv_member` (each in place of the client's
+// member when present, else appended in that order), and without
+// stream_options. min_tokens=1 keeps the engine from finishing the request
+// on an EOS first token with nothing generated: vLLM then still completes the
+// prefill as length-capped and returns its kv_transfer_params. A client's own
+// min_tokens is replaced (above max_tokens=1 vLLM would reject the request);
+// the decode leg keeps it.
 std::string OneTokenBody(const CompletionRequest& request, std::string_view kv_member) {
   bool max_tokens = false, max_completion_tokens = !request.chat, stream = false, kv = false;
+  bool min_tokens = false;
   ObjectWriter writer(MembersSize(request) + kv_member.size() + 96);
   for (const auto& [key, value] : request.members) {
     if (key == "max_tokens") {
@@ -218,6 +224,9 @@ std::string OneTokenBody(const CompletionRequest& request, std::string_view kv_m
     } else if (key == "stream") {
       writer.AddRaw(R"("stream":false)");
       stream = true;
+    } else if (key == "min_tokens") {
+      writer.AddRaw(R"("min_tokens":1)");
+      min_tokens = true;
     } else if (key == "kv_transfer_params") {
       writer.AddRaw(kv_member);
       kv = true;
@@ -228,6 +237,7 @@ std::string OneTokenBody(const CompletionRequest& request, std::string_view kv_m
   if (!max_tokens) writer.AddRaw(R"("max_tokens":1)");
   if (!max_completion_tokens) writer.AddRaw(R"("max_completion_tokens":1)");
   if (!stream) writer.AddRaw(R"("stream":false)");
+  if (!min_tokens) writer.AddRaw(R"("min_tokens":1)");
   if (!kv) writer.AddRaw(kv_member);
   return writer.Finish();
 }

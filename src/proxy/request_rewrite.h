@@ -10,7 +10,7 @@
 //    non-negative integers or null. Anything else is InvalidArgument with a
 //    message fit for the client.
 //  * PrefillBody: the same request with max_tokens=1 (chat also
-//    max_completion_tokens=1), stream=false, no stream_options, and
+//    max_completion_tokens=1), min_tokens=1, stream=false, no stream_options, and
 //    kv_transfer_params asking the prefill engine to keep the KV for a remote
 //    decode.
 //  * DecodeBody: the client's request with kv_transfer_params replaced by the
@@ -57,7 +57,7 @@ std::string PrefillBody(const CompletionRequest& request);
 // `prefill_response` is the prefill engine's JSON answer.
 std::string DecodeBody(const CompletionRequest& request, std::string_view prefill_response);
 
-// The decode leg cut to one token (max_tokens=1, stream=false, as
+// The decode leg cut to one token (max_tokens=1, min_tokens=1, stream=false, as
 // PrefillBody) with the prefill's kv_transfer_params: sent to a decoder only
 // to make the prefill engine free the request's KV (see docs/proxy.md). ""
 // when the prefill answer carries no kv_transfer_params.

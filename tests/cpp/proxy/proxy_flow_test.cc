@@ -30,6 +30,7 @@ TEST(ProxyFlow, PrefillAndDecodeLegsCarryTheRightBodiesAndRequestId) {
   json expected_prefill = json::parse(kStreamRequest);
   expected_prefill["max_tokens"] = 1;
   expected_prefill["stream"] = false;
+  expected_prefill["min_tokens"] = 1;
   expected_prefill.erase("stream_options");
   expected_prefill["kv_transfer_params"] = {
       {"do_remote_decode", true},    {"do_remote_prefill", false}, {"remote_engine_id", nullptr},
@@ -44,6 +45,28 @@ TEST(ProxyFlow, PrefillAndDecodeLegsCarryTheRightBodiesAndRequestId) {
       {"remote_host", "127.0.0.1"},   {"remote_port", env.prefill(0).port()},
       {"remote_request_id", "req-42"}};
   EXPECT_EQ(json::parse(decode[0].body), expected_decode);
+}
+
+TEST(ProxyFlow, PrefillLegForcesMinTokensOneAndDecodeKeepsTheClients) {
+  // min_tokens=1 on the prefill leg: a prompt whose first token is EOS still
+  // finishes length-capped, so the engine returns its kv_transfer_params.
+  ProxyTestEnv env(1, 1);
+  for (const char* body : {R"({"prompt":"hello","max_tokens":4})",
+                           R"({"prompt":"hello","max_tokens":4,"min_tokens":3})"}) {
+    ASSERT_EQ(env.Post("/v1/completions", body).status, 200u) << body;
+  }
+  ASSERT_EQ(env.Post("/v1/chat/completions",
+                     R"({"messages":[{"role":"user","content":"x"}],"min_tokens":2})")
+                .status,
+            200u);
+  auto prefill = ProxyTestEnv::Completions(env.prefill(0));
+  auto decode = ProxyTestEnv::Completions(env.decode(0));
+  ASSERT_EQ(prefill.size(), 3u);
+  ASSERT_EQ(decode.size(), 3u);
+  for (const auto& leg : prefill) EXPECT_EQ(json::parse(leg.body)["min_tokens"], 1) << leg.body;
+  EXPECT_FALSE(json::parse(decode[0].body).contains("min_tokens"));
+  EXPECT_EQ(json::parse(decode[1].body)["min_tokens"], 3);
+  EXPECT_EQ(json::parse(decode[2].body)["min_tokens"], 2);
 }
 
 TEST(ProxyFlow, StreamIsRelayedByteForByte) {

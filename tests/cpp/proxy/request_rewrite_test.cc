@@ -27,6 +27,7 @@ OrderedJson ReferencePrefill(const std::string& client_body, bool chat) {
   body["max_tokens"] = 1;
   if (chat) body["max_completion_tokens"] = 1;
   body["stream"] = false;
+  body["min_tokens"] = 1;
   body.erase("stream_options");
   body["kv_transfer_params"] = {{"do_remote_decode", true},    {"do_remote_prefill", false},
                                 {"remote_engine_id", nullptr}, {"remote_block_ids", nullptr},
@@ -98,6 +99,7 @@ TEST(RequestRewrite, PrefillBodyForCompletions) {
                    {"max_tokens", 1},
                    {"stream", false},
                    {"temperature", 0.5},
+                   {"min_tokens", 1},
                    {"kv_transfer_params",
                     {{"do_remote_decode", true},
                      {"do_remote_prefill", false},
@@ -141,7 +143,7 @@ TEST(RequestRewrite, ReleaseBodyIsOneTokenWithThePrefillKvParams) {
   auto request = ParseCompletionRequest(client, false);
   ASSERT_TRUE(request.ok());
   EXPECT_EQ(ReleaseBody(*request, R"({"kv_transfer_params":{"remote_engine_id":"p0"}})"),
-            R"({"prompt":"hi","stream":false,"max_tokens":1,)"
+            R"({"prompt":"hi","stream":false,"max_tokens":1,"min_tokens":1,)"
             R"("kv_transfer_params":{"remote_engine_id":"p0"}})");
   EXPECT_EQ(ReleaseBody(*request, R"({"id":"x"})"), "");  // nothing to release
 }
