@@ -141,6 +141,9 @@ net::Task<void> FakeOpenAiServer::HandleCompletion(net::ServerExchange& exchange
   json usage_json = {{"prompt_tokens", prompt_tokens},
                      {"total_tokens", prompt_tokens + max_tokens},
                      {"completion_tokens", max_tokens}};
+  if (int cached = cached_tokens_; cached >= 0) {
+    usage_json["prompt_tokens_details"] = {{"cached_tokens", cached}};
+  }
 
   if (!stream) {
     std::string text;

@@ -6,6 +6,7 @@
 #include "proxy/proxy_server.h"
 #include "proxy/request_rewrite.h"
 #include "proxy/upstream_reply.h"
+#include "proxy/usage_rewrite.h"
 
 namespace kvtier::proxy {
 
@@ -35,6 +36,9 @@ struct ProxyServer::Call {
   net::HeaderList headers;
   std::string target;
   net::HttpConnection* active = nullptr;  // the upstream connection in use, if any
+  // The prefill answer's usage.prompt_tokens_details.cached_tokens, which
+  // replaces the decoder's in the client's usage (usage_rewrite.h).
+  std::optional<int64_t> cached_tokens;
 
   // True (and counted) when the client has left: the leg is over.
   bool ClientGone(ProxyMetrics& metrics) const {
@@ -100,6 +104,9 @@ net::Task<void> ProxyServer::HandleCompletion(net::ServerExchange& exchange, Rou
   }
 
   // Decode leg: the client's request plus the prefill's kv_transfer_params.
+  if (!call.request.stream || call.request.include_usage) {
+    call.cached_tokens = PrefillCachedTokens(*prefill_answer);
+  }
   const std::string decode_body = DecodeBody(call.request, *prefill_answer);
   last_error = "every backend is out of rotation";
   over = co_await TryBackends(
@@ -198,7 +205,11 @@ net::Task<ProxyServer::AttemptResult> ProxyServer::DecodeAttempt(Call& call, Bac
   // Nothing was sent to the client yet: another decoder may be tried.
   if (!text.ok()) co_return AttemptResult{true, text.status().ToString()};
   call.pool.Release(std::move(conn));
-  if (status != 200) metrics_.CountError(call.route, ErrorKind::kUpstream);
+  if (status != 200) {
+    metrics_.CountError(call.route, ErrorKind::kUpstream);
+  } else if (call.cached_tokens) {
+    *text = WithCachedTokens(*text, *call.cached_tokens);
+  }
   co_await call.exchange.Respond(status, ContentType(reply->head), *text, call.rid_header);
   co_return AttemptResult{};
 }
@@ -211,6 +222,9 @@ net::Task<void> ProxyServer::RelayStream(Call& call, Backend& backend, UpstreamR
   net::ServerExchange& exchange = call.exchange;
   Status sent = co_await exchange.BeginStream(200, ContentType(reply.head), call.rid_header);
   bool complete = false;
+  // Only a stream with a usage chunk to fix is parsed; others pass as they are.
+  std::optional<UsageStreamRewriter> usage;
+  if (call.cached_tokens) usage.emplace(*call.cached_tokens);
   std::string piece;
   piece.reserve(16 * 1024);
   while (sent.ok()) {
@@ -226,11 +240,16 @@ net::Task<void> ProxyServer::RelayStream(Call& call, Backend& backend, UpstreamR
     if (!*more || conn->response_done()) {
       // The decoder's stream has ended (its terminator may have come with
       // the last events): send those and our terminator in one write.
+      if (usage) {
+        piece = usage->Feed(piece);  // before Finish(): it takes what Feed holds
+        piece += usage->Finish();
+      }
       sent = co_await exchange.EndStream(piece);
       complete = sent.ok();
       break;
     }
-    sent = co_await exchange.WriteChunk(piece);
+    if (usage) piece = usage->Feed(piece);
+    if (!piece.empty()) sent = co_await exchange.WriteChunk(piece);
   }
   call.active = nullptr;
   if (!sent.ok() || exchange.client_gone()) {

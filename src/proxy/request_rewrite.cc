@@ -177,6 +177,12 @@ Result<CompletionRequest> ParseCompletionRequest(std::string_view body, bool cha
       if (value.is_null()) continue;
       if (!value.is_bool()) return Status::InvalidArgument("'stream' must be a boolean");
       request.stream = value.get_bool().value_unsafe();
+    } else if (key == "stream_options") {
+      bool include_usage = false;
+      request.include_usage = value.is_object() &&
+                              value.get_object().value_unsafe()["include_usage"].get(
+                                  include_usage) == simdjson::SUCCESS &&
+                              include_usage;
     } else if (key == prompt_key) {
       have_prompt = true;
       Result<int64_t> tokens = chat ? MessageTokens(value) : PromptTokens(value);

@@ -38,8 +38,9 @@ namespace kvtier::proxy {
 struct CompletionRequest {
   bool chat = false;
   bool stream = false;
-  int64_t prompt_tokens = 0;  // estimated: token arrays exactly, text as chars/4
-  int64_t max_tokens = 0;     // requested output tokens (a default when absent)
+  bool include_usage = false;  // stream_options.include_usage: true
+  int64_t prompt_tokens = 0;   // estimated: token arrays exactly, text as chars/4
+  int64_t max_tokens = 0;      // requested output tokens (a default when absent)
   // The body's top-level members in order, each as its key and its value's
   // minified JSON text. PrefillBody/DecodeBody splice these texts instead of
   // building and serializing a document.

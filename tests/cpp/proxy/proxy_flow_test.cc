@@ -87,6 +87,43 @@ TEST(ProxyFlow, StreamIsRelayedByteForByte) {
   EXPECT_EQ(through_proxy.body.substr(through_proxy.body.size() - 14), "data: [DONE]\n\n");
 }
 
+// The client sees the prefill engine's prefix-cache hit as cached_tokens,
+// not the decoder's count (which is the KV it received from the prefill).
+TEST(ProxyFlow, CachedTokensInTheClientsUsageAreThePrefills) {
+  ProxyTestEnv env(1, 1);
+  env.prefill(0).set_cached_tokens(96);
+  env.decode(0).set_cached_tokens(500);
+  auto answer = env.Post("/v1/completions", R"({"prompt":[1,2,3],"max_tokens":2})");
+  ASSERT_EQ(answer.status, 200u) << answer.body;
+  json usage = json::parse(answer.body)["usage"];
+  EXPECT_EQ(usage["prompt_tokens_details"]["cached_tokens"], 96) << answer.body;
+  EXPECT_EQ(usage["completion_tokens"], 2);
+  EXPECT_EQ(json::parse(answer.body)["choices"][0]["text"], "t0 t1 ");
+
+  // Streaming with include_usage: only the usage chunk differs from what
+  // the decoder sent.
+  auto stream = env.Post("/v1/completions", kStreamRequest, {{"X-Request-Id", "s"}});
+  ASSERT_EQ(stream.status, 200u);
+  auto decode = ProxyTestEnv::Completions(env.decode(0));
+  ASSERT_EQ(decode.size(), 2u);
+  auto direct = net::HttpCall(net::Endpoint{"127.0.0.1", env.decode(0).port(), ""}, "POST",
+                              "/v1/completions", decode[1].body, {{"X-Request-Id", "s"}});
+  ASSERT_TRUE(direct.ok());
+  const std::string decoder_usage = R"("prompt_tokens_details":{"cached_tokens":500})";
+  const std::string client_usage = R"("prompt_tokens_details":{"cached_tokens":96})";
+  std::string expected = direct->body;
+  const size_t at = expected.find(decoder_usage);
+  ASSERT_NE(at, std::string::npos) << expected;
+  expected.replace(at, decoder_usage.size(), client_usage);
+  EXPECT_EQ(stream.body, expected);
+
+  // A prefill engine that reports none leaves the decoder's answer as it is.
+  env.prefill(0).set_cached_tokens(-1);
+  answer = env.Post("/v1/completions", R"({"prompt":[1,2,3],"max_tokens":2})");
+  ASSERT_EQ(answer.status, 200u);
+  EXPECT_EQ(json::parse(answer.body)["usage"]["prompt_tokens_details"]["cached_tokens"], 500);
+}
+
 TEST(ProxyFlow, NonStreamingChatAndGeneratedRequestId) {
   ProxyTestEnv env(1, 1);
   auto response = env.Post(
