@@ -69,6 +69,10 @@ int main(int argc, char** argv) {
   AddMillis(app, "--health-timeout-ms", options.health_timeout, "Timeout of one probe");
   AddMillis(app, "--retry-after-ms", options.retry_after,
             "How long a failed backend stays out of rotation unless a probe succeeds");
+  AddMillis(app, "--admin-timeout-ms", options.admin_timeout,
+            "Timeout of each backend's answer to a fanned-out POST /reset_prefix_cache");
+  AddMillis(app, "--drain-timeout-ms", options.drain_timeout,
+            "Longest wait of POST /instances/remove for the backend's in-flight requests");
   CLI11_PARSE(app, argc, argv);
 
   // Every client connection needs descriptors (its own and its upstream

@@ -8,8 +8,9 @@
 // A request whose kv_transfer_params has do_remote_decode=true is answered as
 // a prefill engine would: a JSON completion carrying kv_transfer_params that
 // name this server (remote_engine_id = options.engine_id, remote_port = its
-// port). It records every request (method, target, headers, body) for tests
-// to inspect, and counts streams cut short because the client went away.
+// port). POST /reset_prefix_cache answers vLLM's {"success": true} (see
+// set_reset_success; set_fail_status applies to it too). It records every request (method, target,
+// headers, body) for tests to inspect, and counts streams cut short because the client went away.
 // Used by the proxy/bench tests and as the backend of bench/proxy_bench.sh.
 #pragma once
 
@@ -65,6 +66,8 @@ class FakeOpenAiServer {
   // Usage reports prompt_tokens_details.cached_tokens = n when n >= 0 (as
   // vLLM with --enable-prompt-tokens-details); -1 (the default): none.
   void set_cached_tokens(int n) { cached_tokens_ = n; }
+  // POST /reset_prefix_cache answers 200 {"success": false} when false.
+  void set_reset_success(bool success) { reset_success_ = success; }
 
   std::vector<RecordedRequest> requests() const;
   size_t completion_requests() const { return completion_requests_; }
@@ -80,6 +83,7 @@ class FakeOpenAiServer {
   std::atomic<unsigned> fail_status_{0};
   std::atomic<bool> healthy_{true};
   std::atomic<int> cached_tokens_{-1};
+  std::atomic<bool> reset_success_{true};
   std::atomic<size_t> completion_requests_{0};
   std::atomic<int> cancelled_{0};
   std::atomic<int> finished_{0};

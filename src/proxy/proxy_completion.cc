@@ -123,10 +123,10 @@ net::Task<void> ProxyServer::HandleCompletion(net::ServerExchange& exchange, Rou
 net::Task<void> ProxyServer::ReleaseKv(Call& call, const std::string& prefill_answer) {
   const std::string body = ReleaseBody(call.request, prefill_answer);
   if (body.empty()) co_return;
-  Backend* backend = backends_.Pick(Role::kDecode, {});
+  std::shared_ptr<Backend> backend = backends_.Pick(Role::kDecode, {});
   Result<std::string> text = Status::Unavailable("no decode backend available");
   if (backend != nullptr) {
-    Lease lease(backend, call.request.prompt_tokens + 1);
+    Lease lease(backend.get(), call.request.prompt_tokens + 1);
     net::HttpConnection* active = nullptr;  // not call.active: the client may be gone
     Result<UpstreamResponse> reply = co_await SendUpstream(
         call.pool, backend->endpoint(), {"POST", call.target, &call.headers, body},

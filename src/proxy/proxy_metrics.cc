@@ -6,7 +6,8 @@ namespace kvtier::proxy {
 
 namespace {
 constexpr std::array<const char*, kRouteCount> kRouteNames = {
-    "/v1/completions", "/v1/chat/completions", "/v1/models", "/health", "/metrics", "other"};
+    "/v1/completions", "/v1/chat/completions", "/v1/models", "/health",
+    "/metrics",        "/reset_prefix_cache",  "/instances", "other"};
 constexpr std::array<const char*, kErrorKindCount> kErrorNames = {"bad_request", "no_backend",
                                                                   "upstream", "client_gone"};
 

@@ -35,8 +35,19 @@ class Histogram {
   std::atomic<uint64_t> sum_us_{0};
 };
 
-enum class Route { kCompletions, kChat, kModels, kHealth, kMetrics, kOther };
-constexpr size_t kRouteCount = 6;
+// kHealth covers /health and its alias /healthcheck; kInstances both
+// /instances/add and /instances/remove.
+enum class Route {
+  kCompletions,
+  kChat,
+  kModels,
+  kHealth,
+  kMetrics,
+  kResetPrefixCache,
+  kInstances,
+  kOther
+};
+constexpr size_t kRouteCount = 8;
 enum class ErrorKind { kBadRequest, kNoBackend, kUpstream, kClientGone };
 constexpr size_t kErrorKindCount = 4;
 

@@ -36,8 +36,12 @@ Result<BackendEndpoints> Validate(const ProxyOptions& options) {
   for (auto [value, flag] : {std::pair{options.connect_timeout, "--connect-timeout-ms"},
                              std::pair{options.prefill_timeout, "--prefill-timeout-ms"},
                              std::pair{options.decode_timeout, "--decode-timeout-ms"},
-                             std::pair{options.health_timeout, "--health-timeout-ms"}}) {
+                             std::pair{options.health_timeout, "--health-timeout-ms"},
+                             std::pair{options.admin_timeout, "--admin-timeout-ms"}}) {
     if (value.count() <= 0) return Status::InvalidArgument(std::string(flag) + " must be > 0");
+  }
+  if (options.drain_timeout.count() < 0) {
+    return Status::InvalidArgument("--drain-timeout-ms must be >= 0");
   }
   if (options.health_interval.count() < 0) {
     return Status::InvalidArgument("--health-interval-ms must be >= 0");

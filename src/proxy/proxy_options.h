@@ -32,9 +32,11 @@ struct ProxyOptions {
   net::Duration decode_timeout{600'000};   // inactivity on the decode answer
   net::Duration health_interval{5'000};    // 0 disables active health checks
   net::Duration health_timeout{2'000};
-  net::Duration retry_after{10'000};  // a failed backend is skipped this long
-  int max_attempts = 3;               // backends tried per leg before giving up
-  size_t max_idle_per_backend = 128;  // pooled keep-alive connections per worker
+  net::Duration retry_after{10'000};    // a failed backend is skipped this long
+  net::Duration admin_timeout{30'000};  // each backend's POST /reset_prefix_cache
+  net::Duration drain_timeout{60'000};  // POST /instances/remove waits this long for in-flight
+  int max_attempts = 3;                 // backends tried per leg before giving up
+  size_t max_idle_per_backend = 128;    // pooled keep-alive connections per worker
   // Client connections; beyond it idle keep-alive ones are closed first, else
   // only /health and /metrics are answered (then closed), the rest get 503.
   int max_connections = 4096;

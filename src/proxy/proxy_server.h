@@ -19,9 +19,15 @@
 //    or every decode attempt failed), a one-token decode request with the
 //    prefill's kv_transfer_params is sent anyway (ReleaseKv), which is what
 //    makes vLLM's prefill engine free the request's KV (docs/proxy.md).
-//  * GET /v1/models is forwarded to an available backend; GET /health is
-//    200 while at least one prefill and one decode backend are healthy;
-//    GET /metrics is Prometheus text (ProxyMetrics).
+//  * GET /v1/models is forwarded to an available backend; GET /health (and
+//    its alias /healthcheck) is 200 while at least one prefill and one
+//    decode backend are healthy; GET /metrics is Prometheus text
+//    (ProxyMetrics).
+//  * Admin (proxy_admin.cc, docs/proxy.md): POST /reset_prefix_cache is sent
+//    to every backend, 200 only when all succeeded, else 502 naming the
+//    failed ones; POST /instances/add probes a backend's /health and adds
+//    it; POST /instances/remove stops routing to one, waits for its
+//    in-flight requests (drain_timeout) and drops it.
 #pragma once
 
 #include <functional>
@@ -83,6 +89,10 @@ class ProxyServer {
   net::Task<void> ReleaseKv(Call& call, const std::string& prefill_answer);
   net::Task<void> RelayStream(Call& call, Backend& backend, UpstreamResponse& reply);
   net::Task<void> HandleModels(net::ServerExchange& exchange);
+  // The admin routes (proxy_admin.cc).
+  net::Task<void> HandleResetPrefixCache(net::ServerExchange& exchange);
+  net::Task<void> HandleAddInstance(net::ServerExchange& exchange);
+  net::Task<void> HandleRemoveInstance(net::ServerExchange& exchange);
   net::Task<void> RespondError(net::ServerExchange& exchange, Route route, ErrorKind kind,
                                unsigned status, const std::string& message,
                                const std::string& extra_headers = {});

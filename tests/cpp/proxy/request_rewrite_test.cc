@@ -225,16 +225,16 @@ TEST(BackendSet, PicksLeastLoadedAndSkipsFailedAndExcluded) {
   Backend* b2 = set.of(Role::kPrefill)[2].get();
   Lease heavy(b0, 1000);
   Lease light(b1, 10);
-  for (int i = 0; i < 10; ++i) EXPECT_EQ(set.Pick(Role::kPrefill, {}), b2);
-  EXPECT_EQ(set.Pick(Role::kPrefill, {b2}), b1);
+  for (int i = 0; i < 10; ++i) EXPECT_EQ(set.Pick(Role::kPrefill, {}).get(), b2);
+  EXPECT_EQ(set.Pick(Role::kPrefill, {b2}).get(), b1);
   const auto now = net::Clock::now();
   b2->MarkFailed(now, std::chrono::hours(1));
   EXPECT_FALSE(b2->Available(now));
-  EXPECT_EQ(set.Pick(Role::kPrefill, {}), b1);
-  EXPECT_EQ(set.Pick(Role::kPrefill, {b0, b1}), nullptr);
+  EXPECT_EQ(set.Pick(Role::kPrefill, {}).get(), b1);
+  EXPECT_EQ(set.Pick(Role::kPrefill, {b0, b1}).get(), nullptr);
   EXPECT_EQ(set.HealthyCount(Role::kPrefill), 2);
   b2->MarkHealthy();
-  EXPECT_EQ(set.Pick(Role::kPrefill, {}), b2);
+  EXPECT_EQ(set.Pick(Role::kPrefill, {}).get(), b2);
   // A failed backend is tried again once retry_after has passed.
   b2->MarkFailed(now, net::Duration(0));
   EXPECT_TRUE(b2->Available(now + std::chrono::milliseconds(1)));
@@ -245,7 +245,7 @@ TEST(BackendSet, EqualLoadsRotate) {
   BackendSet set({a}, {a, b});
   int picks[2] = {0, 0};
   for (int i = 0; i < 10; ++i) {
-    picks[set.Pick(Role::kDecode, {}) == set.of(Role::kDecode)[0].get() ? 0 : 1]++;
+    picks[set.Pick(Role::kDecode, {}).get() == set.of(Role::kDecode)[0].get() ? 0 : 1]++;
   }
   EXPECT_EQ(picks[0], 5);
   EXPECT_EQ(picks[1], 5);
