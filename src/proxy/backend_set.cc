@@ -61,7 +61,7 @@ std::shared_ptr<Backend> BackendSet::Pick(Role role, const std::vector<Backend*>
   const std::shared_ptr<Backend>* best = nullptr;
   for (size_t i = 0; i < list.size(); ++i) {
     const auto& b = list[(start + i) % list.size()];
-    if (b->draining() || !b->Available(now)) continue;
+    if (!b->Routable(now)) continue;
     if (std::find(exclude.begin(), exclude.end(), b.get()) != exclude.end()) continue;
     if (best == nullptr || b->in_flight_tokens() < (*best)->in_flight_tokens() ||
         (b->in_flight_tokens() == (*best)->in_flight_tokens() &&

@@ -36,15 +36,18 @@ const char* RoleName(Role role);
 
 class Backend {
  public:
-  Backend(Role role, net::Endpoint endpoint) : role_(role), endpoint_(std::move(endpoint)) {}
+  Backend(Role role, net::Endpoint endpoint)
+      : role_(role), endpoint_(std::move(endpoint)), name_(endpoint_.HostPort()) {}
 
   Role role() const { return role_; }
   const net::Endpoint& endpoint() const { return endpoint_; }
-  std::string name() const { return endpoint_.HostPort(); }
+  const std::string& name() const { return name_; }  // "host:port"
 
   bool healthy() const { return healthy_.load(std::memory_order_relaxed); }
   bool draining() const { return draining_.load(std::memory_order_relaxed); }
   bool Available(net::Clock::time_point now) const;
+  // May take a new request: available and not being removed.
+  bool Routable(net::Clock::time_point now) const { return !draining() && Available(now); }
   void MarkFailed(net::Clock::time_point now, net::Duration retry_after);
   void MarkHealthy() { healthy_.store(true, std::memory_order_relaxed); }
 
@@ -57,6 +60,7 @@ class Backend {
   friend class Lease;
   const Role role_;
   const net::Endpoint endpoint_;
+  const std::string name_;
   friend class BackendSet;
   std::atomic<bool> healthy_{true};
   std::atomic<bool> draining_{false};    // being removed: no new requests

@@ -218,6 +218,7 @@ net::Task<void> ProxyServer::HandleRemoveInstance(net::ServerExchange& exchange)
   }
   const int64_t left = backend.in_flight_requests();
   backends_.Forget(backend);
+  if (prefix_router_ && backend.role() == Role::kPrefill) prefix_router_->Forget(backend.name());
   json body = {{"status", "removed"},
                {"role", RoleName(request->role)},
                {"backend", backend.name()},

@@ -86,12 +86,20 @@ net::Task<void> ProxyServer::HandleCompletion(net::ServerExchange& exchange, Rou
   const std::string prefill_body = PrefillBody(call.request);
   std::optional<std::string> prefill_answer;
   std::string last_error = "every backend is out of rotation";
+  std::vector<uint64_t> chain;
+  std::shared_ptr<Backend> first;
+  if (prefix_router_) {
+    chain = PrefixChain(call.request, prefix_router_->options());
+    first = PickByPrefix(chain);
+  }
   bool over = co_await TryBackends(
       Role::kPrefill, std::nullopt, true,
       [&](Backend& backend) {
+        // The prompt's prefix is now (also) on this backend.
+        if (prefix_router_) prefix_router_->Record(chain, backend.name());
         return PrefillAttempt(call, backend, prefill_body, &prefill_answer);
       },
-      &last_error);
+      &last_error, std::move(first));
   if (!over) {
     co_await RespondError(exchange, route, ErrorKind::kNoBackend, 503,
                           "no prefill backend available (last error: " + last_error + ")",
@@ -118,6 +126,25 @@ net::Task<void> ProxyServer::HandleCompletion(net::ServerExchange& exchange, Rou
                           rid_header);
     co_await ReleaseKv(call, *prefill_answer);  // no decoder took the request
   }
+}
+
+std::shared_ptr<Backend> ProxyServer::PickByPrefix(const std::vector<uint64_t>& chain) {
+  std::shared_ptr<Backend> least = backends_.Pick(Role::kPrefill, {});
+  if (least == nullptr) return nullptr;
+  const auto now = net::Clock::now();
+  BackendSet::List routable;
+  std::vector<PrefixRouter::Candidate> candidates;
+  size_t fallback = 0;
+  for (auto& b : backends_.of(Role::kPrefill)) {
+    if (!b->Routable(now)) continue;
+    if (b == least) fallback = candidates.size();
+    candidates.push_back({b->name(), b->in_flight_requests()});
+    routable.push_back(std::move(b));
+  }
+  if (routable.empty() || routable[fallback] != least) return least;  // changed meanwhile
+  PrefixRouter::Choice choice = prefix_router_->Choose(chain, candidates, fallback);
+  metrics_.CountPrefixRoute(choice.by_prefix, choice.matched);
+  return routable[choice.index];
 }
 
 net::Task<void> ProxyServer::ReleaseKv(Call& call, const std::string& prefill_answer) {

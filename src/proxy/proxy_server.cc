@@ -49,7 +49,10 @@ Result<std::unique_ptr<ProxyServer>> ProxyServer::Create(ProxyOptions options) {
 }
 
 ProxyServer::ProxyServer(ProxyOptions options, const BackendEndpoints& endpoints)
-    : options_(std::move(options)), backends_(endpoints.prefill, endpoints.decode) {}
+    : options_(std::move(options)), backends_(endpoints.prefill, endpoints.decode) {
+  if (options_.routing == "prefix")
+    prefix_router_ = std::make_unique<PrefixRouter>(options_.prefix);
+}
 
 ProxyServer::~ProxyServer() { Stop(); }
 
@@ -155,11 +158,12 @@ net::Task<void> ProxyServer::Handle(net::ServerExchange& exchange) {
 
 net::Task<bool> ProxyServer::TryBackends(Role role, std::optional<Role> fallback,
                                          bool count_retries, const Attempt& attempt,
-                                         std::string* last_error) {
+                                         std::string* last_error, std::shared_ptr<Backend> first) {
   std::vector<Backend*> tried;
   std::vector<std::shared_ptr<Backend>> held;  // alive while used, even if removed meanwhile
   for (int i = 0; i < options_.max_attempts; ++i) {
-    std::shared_ptr<Backend> backend = backends_.Pick(role, tried);
+    std::shared_ptr<Backend> backend = std::move(first);
+    if (backend == nullptr) backend = backends_.Pick(role, tried);
     if (backend == nullptr && fallback) backend = backends_.Pick(*fallback, tried);
     if (backend == nullptr) break;
     if (i > 0 && count_retries) metrics_.CountRetry();

@@ -3,7 +3,7 @@
 // Contract: serves the OpenAI API on options.host:port.
 //  * POST /v1/completions, /v1/chat/completions: validate the body (4xx with
 //    an OpenAI-style error otherwise), send PrefillBody() to the least-loaded
-//    prefill backend, then DecodeBody() (carrying the kv_transfer_params the
+//    prefill backend (--routing prefix: PrefixRouter's choice), then DecodeBody() (carrying the kv_transfer_params the
 //    prefill answer returned) to the least-loaded decode backend, and relay
 //    the decode answer: SSE bytes unchanged as they arrive, or the JSON. Both
 //    legs carry the client's X-Request-Id (one is generated when absent or
@@ -39,6 +39,7 @@
 #include "kvtier/status.h"
 #include "net/http_server.h"
 #include "proxy/backend_set.h"
+#include "proxy/prefix_router.h"
 #include "proxy/proxy_metrics.h"
 #include "proxy/proxy_options.h"
 #include "proxy/upstream_pool.h"
@@ -74,8 +75,12 @@ class ProxyServer {
   // `fallback`, when given), taking each failed one out of rotation. True once
   // an attempt ended the leg; false when backends ran out (`*last_error` then
   // says why the last one failed).
+  // `first`, when given, is tried first (the prefix router's choice).
   net::Task<bool> TryBackends(Role role, std::optional<Role> fallback, bool count_retries,
-                              const Attempt& attempt, std::string* last_error);
+                              const Attempt& attempt, std::string* last_error,
+                              std::shared_ptr<Backend> first = nullptr);
+  // --routing prefix: the prefill backend for `chain` (nullptr: none available).
+  std::shared_ptr<Backend> PickByPrefix(const std::vector<uint64_t>& chain);
 
   net::Task<void> Handle(net::ServerExchange& exchange);
   net::Task<void> HandleCompletion(net::ServerExchange& exchange, Route route);
@@ -101,6 +106,7 @@ class ProxyServer {
   ProxyOptions options_;
   BackendSet backends_;
   ProxyMetrics metrics_;
+  std::unique_ptr<PrefixRouter> prefix_router_;       // --routing prefix only
   std::vector<std::unique_ptr<UpstreamPool>> pools_;  // one per worker, made on first use
   std::unique_ptr<net::HttpServer> server_;           // last: stopped before the rest dies
 };
