@@ -151,24 +151,33 @@ net::Task<void> ProxyServer::HandleResetPrefixCache(net::ServerExchange& exchang
   co_await exchange.Respond(ok ? 200 : 502, "application/json", body.dump());
 }
 
-net::Task<void> ProxyServer::HandleAddInstance(net::ServerExchange& exchange) {
+net::Task<void> ProxyServer::HandleInstances(net::ServerExchange& exchange, bool add) {
   Result<InstanceRequest> request = ParseInstanceRequest(exchange.body());
   if (!request.ok()) {
     co_await RespondError(exchange, Route::kInstances, ErrorKind::kBadRequest, 400,
                           request.status().message());
     co_return;
   }
-  const std::string name = request->endpoint.HostPort();
-  for (const auto& b : backends_.of(request->role)) {
+  if (add) {
+    co_await AddInstance(exchange, request->role, request->endpoint);
+  } else {
+    co_await RemoveInstance(exchange, request->role, request->endpoint);
+  }
+}
+
+net::Task<void> ProxyServer::AddInstance(net::ServerExchange& exchange, Role role,
+                                         const net::Endpoint& endpoint) {
+  const std::string name = endpoint.HostPort();
+  for (const auto& b : backends_.of(role)) {
     if (b->name() == name) {  // checked again by Add(), after the probe
       co_await RespondError(
           exchange, Route::kInstances, ErrorKind::kBadRequest, 409,
-          std::string(RoleName(request->role)) + " backend " + name + " is already in the set");
+          std::string(RoleName(role)) + " backend " + name + " is already in the set");
       co_return;
     }
   }
   Result<BackendAnswer> probe =
-      co_await CallBackend(request->endpoint, "GET", "/health", {}, options_.health_timeout);
+      co_await CallBackend(endpoint, "GET", "/health", {}, options_.health_timeout);
   if (!probe.ok() || probe->status != 200) {
     // Built before the co_await: GCC 12 mishandles conditional temporaries
     // in a coroutine's co_await arguments.
@@ -177,29 +186,23 @@ net::Task<void> ProxyServer::HandleAddInstance(net::ServerExchange& exchange) {
     co_await RespondError(exchange, Route::kInstances, ErrorKind::kUpstream, 502, why);
     co_return;
   }
-  Result<std::shared_ptr<Backend>> added = backends_.Add(request->role, request->endpoint);
+  Result<std::shared_ptr<Backend>> added = backends_.Add(role, endpoint);
   if (!added.ok()) {
     co_await RespondError(exchange, Route::kInstances, ErrorKind::kBadRequest,
                           HttpStatusOf(added.status()), added.status().message());
     co_return;
   }
   json body = {{"status", "added"},
-               {"role", RoleName(request->role)},
+               {"role", RoleName(role)},
                {"backend", name},
                {"prefill", backends_.of(Role::kPrefill).size()},
                {"decode", backends_.of(Role::kDecode).size()}};
   co_await exchange.Respond(200, "application/json", body.dump());
 }
 
-net::Task<void> ProxyServer::HandleRemoveInstance(net::ServerExchange& exchange) {
-  Result<InstanceRequest> request = ParseInstanceRequest(exchange.body());
-  if (!request.ok()) {
-    co_await RespondError(exchange, Route::kInstances, ErrorKind::kBadRequest, 400,
-                          request.status().message());
-    co_return;
-  }
-  Result<std::shared_ptr<Backend>> removing =
-      backends_.BeginRemove(request->role, request->endpoint.HostPort());
+net::Task<void> ProxyServer::RemoveInstance(net::ServerExchange& exchange, Role role,
+                                            const net::Endpoint& endpoint) {
+  Result<std::shared_ptr<Backend>> removing = backends_.BeginRemove(role, endpoint.HostPort());
   if (!removing.ok()) {
     co_await RespondError(exchange, Route::kInstances, ErrorKind::kBadRequest,
                           HttpStatusOf(removing.status()), removing.status().message());
@@ -220,7 +223,7 @@ net::Task<void> ProxyServer::HandleRemoveInstance(net::ServerExchange& exchange)
   backends_.Forget(backend);
   if (prefix_router_ && backend.role() == Role::kPrefill) prefix_router_->Forget(backend.name());
   json body = {{"status", "removed"},
-               {"role", RoleName(request->role)},
+               {"role", RoleName(role)},
                {"backend", backend.name()},
                {"drained", left == 0},
                {"in_flight_requests", left}};

@@ -146,11 +146,7 @@ net::Task<void> ProxyServer::Handle(net::ServerExchange& exchange) {
   } else if (route == Route::kResetPrefixCache) {
     co_await HandleResetPrefixCache(exchange);
   } else if (route == Route::kInstances) {
-    if (path == "/instances/add") {
-      co_await HandleAddInstance(exchange);
-    } else {
-      co_await HandleRemoveInstance(exchange);
-    }
+    co_await HandleInstances(exchange, path == "/instances/add");
   } else {
     co_await exchange.Respond(200, "text/plain; version=0.0.4", MetricsText());
   }

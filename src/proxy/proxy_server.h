@@ -3,8 +3,8 @@
 // Contract: serves the OpenAI API on options.host:port.
 //  * POST /v1/completions, /v1/chat/completions: validate the body (4xx with
 //    an OpenAI-style error otherwise), send PrefillBody() to the least-loaded
-//    prefill backend (--routing prefix: PrefixRouter's choice), then DecodeBody() (carrying the kv_transfer_params the
-//    prefill answer returned) to the least-loaded decode backend, and relay
+//    prefill backend (--routing prefix: PrefixRouter's choice), then DecodeBody() (carrying the
+//    kv_transfer_params the prefill answer returned) to the least-loaded decode backend, and relay
 //    the decode answer: SSE bytes unchanged as they arrive, or the JSON. Both
 //    legs carry the client's X-Request-Id (one is generated when absent or
 //    unusable), which is also echoed in the response.
@@ -96,8 +96,11 @@ class ProxyServer {
   net::Task<void> HandleModels(net::ServerExchange& exchange);
   // The admin routes (proxy_admin.cc).
   net::Task<void> HandleResetPrefixCache(net::ServerExchange& exchange);
-  net::Task<void> HandleAddInstance(net::ServerExchange& exchange);
-  net::Task<void> HandleRemoveInstance(net::ServerExchange& exchange);
+  net::Task<void> HandleInstances(net::ServerExchange& exchange, bool add);
+  net::Task<void> AddInstance(net::ServerExchange& exchange, Role role,
+                              const net::Endpoint& endpoint);
+  net::Task<void> RemoveInstance(net::ServerExchange& exchange, Role role,
+                                 const net::Endpoint& endpoint);
   net::Task<void> RespondError(net::ServerExchange& exchange, Route route, ErrorKind kind,
                                unsigned status, const std::string& message,
                                const std::string& extra_headers = {});
