@@ -292,4 +292,17 @@ std::string ReleaseBody(const CompletionRequest& request, std::string_view prefi
   return OneTokenBody(request, "\"kv_transfer_params\":" + kv);
 }
 
+std::optional<int64_t> PrefillCachedTokens(std::string_view prefill_response) {
+  // simdjson, as for kv_transfer_params: this runs for most requests.
+  dom::element answer;
+  int64_t cached = 0;
+  if (Parser().parse(prefill_response.data(), prefill_response.size()).get(answer) ==
+          simdjson::SUCCESS &&
+      answer.at_pointer("/usage/prompt_tokens_details/cached_tokens").get(cached) ==
+          simdjson::SUCCESS) {
+    return cached;
+  }
+  return std::nullopt;
+}
+
 }  // namespace kvtier::proxy

@@ -27,6 +27,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -57,6 +58,10 @@ std::string PrefillBody(const CompletionRequest& request);
 
 // `prefill_response` is the prefill engine's JSON answer.
 std::string DecodeBody(const CompletionRequest& request, std::string_view prefill_response);
+
+// The prefill answer's usage.prompt_tokens_details.cached_tokens (an
+// integer), or nullopt when it has none or is not JSON (see usage_rewrite.h).
+std::optional<int64_t> PrefillCachedTokens(std::string_view prefill_response);
 
 // The decode leg cut to one token (max_tokens=1, min_tokens=1, stream=false, as
 // PrefillBody) with the prefill's kv_transfer_params: sent to a decoder only

@@ -23,19 +23,6 @@ std::string Dump(const OrderedJson& doc) {
 }
 }  // namespace
 
-std::optional<int64_t> PrefillCachedTokens(std::string_view prefill_response) {
-  // Parsed once per request; the prefill answer is one token long.
-  const OrderedJson doc = OrderedJson::parse(prefill_response, nullptr, false);
-  if (!doc.is_object()) return std::nullopt;
-  const auto usage = doc.find("usage");
-  if (usage == doc.end() || !usage->is_object()) return std::nullopt;
-  const auto details = usage->find("prompt_tokens_details");
-  if (details == usage->end() || !details->is_object()) return std::nullopt;
-  const auto cached = details->find("cached_tokens");
-  if (cached == details->end() || !cached->is_number_integer()) return std::nullopt;
-  return cached->get<int64_t>();
-}
-
 std::string WithCachedTokens(std::string_view answer, int64_t cached) {
   OrderedJson doc = OrderedJson::parse(answer, nullptr, false);
   if (!SetCachedTokens(doc, cached)) return std::string(answer);

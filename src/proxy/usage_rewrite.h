@@ -8,10 +8,10 @@
 // the decoder's value with the prefill answer's.
 //
 // Contract:
-//  * PrefillCachedTokens: the prefill answer's
-//    usage.prompt_tokens_details.cached_tokens, or nullopt when it has none
-//    (the engine runs without --enable-prompt-tokens-details, or the answer
-//    is not JSON). Then the client's answer is left as the decoder sent it.
+//  * PrefillCachedTokens (request_rewrite.h, parsed with simdjson like the
+//    rest of the prefill answer) reads the prefill's value; nullopt (the
+//    engine runs without --enable-prompt-tokens-details) leaves the client's
+//    answer as the decoder sent it.
 //  * WithCachedTokens: a JSON answer with usage.prompt_tokens_details.
 //    cached_tokens set to `cached` (prompt_tokens_details created when
 //    missing). An answer that is not a JSON object, or has no usage object,
@@ -25,13 +25,10 @@
 #pragma once
 
 #include <cstdint>
-#include <optional>
 #include <string>
 #include <string_view>
 
 namespace kvtier::proxy {
-
-std::optional<int64_t> PrefillCachedTokens(std::string_view prefill_response);
 
 std::string WithCachedTokens(std::string_view answer, int64_t cached);
 
