@@ -69,6 +69,34 @@ int main(int argc, char** argv) {
   AddMillis(app, "--health-timeout-ms", options.health_timeout, "Timeout of one probe");
   AddMillis(app, "--retry-after-ms", options.retry_after,
             "How long a failed backend stays out of rotation unless a probe succeeds");
+  AddMillis(app, "--admin-timeout-ms", options.admin_timeout,
+            "Timeout of each backend's answer to a fanned-out POST /reset_prefix_cache");
+  AddMillis(app, "--drain-timeout-ms", options.drain_timeout,
+            "Longest wait of POST /instances/remove for the backend's in-flight requests");
+  app.add_option("--routing", options.routing,
+                 "Prefill backend choice: least-loaded, or prefix (prefix-cache aware)")
+      ->check(CLI::IsMember({"least-loaded", "prefix"}))
+      ->capture_default_str();
+  auto& prefix = options.prefix;
+  app.add_option("--prefix-chunk-bytes", prefix.chunk_bytes,
+                 "--routing prefix: bytes of text per hashed chunk (~ one 128-token block)")
+      ->capture_default_str();
+  app.add_option("--prefix-block-tokens", prefix.block_tokens,
+                 "--routing prefix: token ids per hashed chunk of a token-id prompt")
+      ->capture_default_str();
+  app.add_option("--prefix-max-chunks", prefix.max_chunks,
+                 "--routing prefix: leading chunks hashed per prompt")
+      ->capture_default_str();
+  app.add_option("--prefix-cache-entries", prefix.max_entries,
+                 "--routing prefix: chunk hashes remembered (LRU)")
+      ->capture_default_str();
+  app.add_option("--prefix-balance-abs", prefix.balance_abs,
+                 "--routing prefix: in-flight requests the matched backend may exceed the "
+                 "least-loaded one's by")
+      ->capture_default_str();
+  app.add_option("--prefix-balance-rel", prefix.balance_rel,
+                 "--routing prefix: ... and the ratio to it (both exceeded: least-loaded)")
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
   // Every client connection needs descriptors (its own and its upstream

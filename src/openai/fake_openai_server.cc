@@ -87,6 +87,14 @@ net::Task<void> FakeOpenAiServer::Handle(net::ServerExchange& exchange) {
                       {"root", options_.model},
                       {"owned_by", "kvtier"}}}}};
     co_await exchange.Respond(200, "application/json", models.dump());
+  } else if (exchange.method() == "POST" && path == "/reset_prefix_cache") {
+    if (unsigned status = fail_status_; status != 0) {
+      co_await exchange.Respond(status, "application/json",
+                                OpenAiErrorBody("injected failure", "server_error", status));
+    } else {
+      co_await exchange.Respond(200, "application/json",
+                                reset_success_ ? R"({"success":true})" : R"({"success":false})");
+    }
   } else if (exchange.method() == "POST" &&
              (path == "/v1/completions" || path == "/v1/chat/completions")) {
     co_await HandleCompletion(exchange, path == "/v1/chat/completions");
@@ -141,6 +149,9 @@ net::Task<void> FakeOpenAiServer::HandleCompletion(net::ServerExchange& exchange
   json usage_json = {{"prompt_tokens", prompt_tokens},
                      {"total_tokens", prompt_tokens + max_tokens},
                      {"completion_tokens", max_tokens}};
+  if (int cached = cached_tokens_; cached >= 0) {
+    usage_json["prompt_tokens_details"] = {{"cached_tokens", cached}};
+  }
 
   if (!stream) {
     std::string text;

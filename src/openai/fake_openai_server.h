@@ -3,12 +3,14 @@
 // Contract: serves POST /v1/completions and /v1/chat/completions (streaming
 // SSE or JSON), GET /v1/models and GET /health on 127.0.0.1. It generates
 // max_tokens (chat: max_completion_tokens, default 16) tokens "t0 t1 ...";
-// with stream_options.include_usage it ends the stream with a usage chunk.
+// with stream_options.include_usage it ends the stream with a usage chunk
+// (choices empty, as vLLM's).
 // A request whose kv_transfer_params has do_remote_decode=true is answered as
 // a prefill engine would: a JSON completion carrying kv_transfer_params that
 // name this server (remote_engine_id = options.engine_id, remote_port = its
-// port). It records every request (method, target, headers, body) for tests
-// to inspect, and counts streams cut short because the client went away.
+// port). POST /reset_prefix_cache answers vLLM's {"success": true} (see
+// set_reset_success; set_fail_status applies to it too). It records every request (method, target,
+// headers, body) for tests to inspect, and counts streams cut short because the client went away.
 // Used by the proxy/bench tests and as the backend of bench/proxy_bench.sh.
 #pragma once
 
@@ -61,6 +63,11 @@ class FakeOpenAiServer {
   void set_fail_status(unsigned status) { fail_status_ = status; }
   // GET /health answers 503 when false.
   void set_healthy(bool healthy) { healthy_ = healthy; }
+  // Usage reports prompt_tokens_details.cached_tokens = n when n >= 0 (as
+  // vLLM with --enable-prompt-tokens-details); -1 (the default): none.
+  void set_cached_tokens(int n) { cached_tokens_ = n; }
+  // POST /reset_prefix_cache answers 200 {"success": false} when false.
+  void set_reset_success(bool success) { reset_success_ = success; }
 
   std::vector<RecordedRequest> requests() const;
   size_t completion_requests() const { return completion_requests_; }
@@ -75,6 +82,8 @@ class FakeOpenAiServer {
   std::unique_ptr<net::HttpServer> server_;
   std::atomic<unsigned> fail_status_{0};
   std::atomic<bool> healthy_{true};
+  std::atomic<int> cached_tokens_{-1};
+  std::atomic<bool> reset_success_{true};
   std::atomic<size_t> completion_requests_{0};
   std::atomic<int> cancelled_{0};
   std::atomic<int> finished_{0};

@@ -6,6 +6,7 @@
 #include "proxy/proxy_server.h"
 #include "proxy/request_rewrite.h"
 #include "proxy/upstream_reply.h"
+#include "proxy/usage_rewrite.h"
 
 namespace kvtier::proxy {
 
@@ -35,6 +36,9 @@ struct ProxyServer::Call {
   net::HeaderList headers;
   std::string target;
   net::HttpConnection* active = nullptr;  // the upstream connection in use, if any
+  // The prefill answer's usage.prompt_tokens_details.cached_tokens, which
+  // replaces the decoder's in the client's usage (usage_rewrite.h).
+  std::optional<int64_t> cached_tokens;
 
   // True (and counted) when the client has left: the leg is over.
   bool ClientGone(ProxyMetrics& metrics) const {
@@ -82,12 +86,20 @@ net::Task<void> ProxyServer::HandleCompletion(net::ServerExchange& exchange, Rou
   const std::string prefill_body = PrefillBody(call.request);
   std::optional<std::string> prefill_answer;
   std::string last_error = "every backend is out of rotation";
+  std::vector<uint64_t> chain;
+  std::shared_ptr<Backend> first;
+  if (prefix_router_) {
+    chain = PrefixChain(call.request, prefix_router_->options());
+    first = PickByPrefix(chain);
+  }
   bool over = co_await TryBackends(
       Role::kPrefill, std::nullopt, true,
       [&](Backend& backend) {
+        // The prompt's prefix is now (also) on this backend.
+        if (prefix_router_) prefix_router_->Record(chain, backend.name());
         return PrefillAttempt(call, backend, prefill_body, &prefill_answer);
       },
-      &last_error);
+      &last_error, std::move(first));
   if (!over) {
     co_await RespondError(exchange, route, ErrorKind::kNoBackend, 503,
                           "no prefill backend available (last error: " + last_error + ")",
@@ -100,6 +112,9 @@ net::Task<void> ProxyServer::HandleCompletion(net::ServerExchange& exchange, Rou
   }
 
   // Decode leg: the client's request plus the prefill's kv_transfer_params.
+  if (!call.request.stream || call.request.include_usage) {
+    call.cached_tokens = PrefillCachedTokens(*prefill_answer);
+  }
   const std::string decode_body = DecodeBody(call.request, *prefill_answer);
   last_error = "every backend is out of rotation";
   over = co_await TryBackends(
@@ -113,13 +128,32 @@ net::Task<void> ProxyServer::HandleCompletion(net::ServerExchange& exchange, Rou
   }
 }
 
+std::shared_ptr<Backend> ProxyServer::PickByPrefix(const std::vector<uint64_t>& chain) {
+  std::shared_ptr<Backend> least = backends_.Pick(Role::kPrefill, {});
+  if (least == nullptr) return nullptr;
+  const auto now = net::Clock::now();
+  BackendSet::List routable;
+  std::vector<PrefixRouter::Candidate> candidates;
+  size_t fallback = 0;
+  for (auto& b : backends_.of(Role::kPrefill)) {
+    if (!b->Routable(now)) continue;
+    if (b == least) fallback = candidates.size();
+    candidates.push_back({b->name(), b->in_flight_requests()});
+    routable.push_back(std::move(b));
+  }
+  if (routable.empty() || routable[fallback] != least) return least;  // changed meanwhile
+  PrefixRouter::Choice choice = prefix_router_->Choose(chain, candidates, fallback);
+  metrics_.CountPrefixRoute(choice.by_prefix, choice.matched);
+  return routable[choice.index];
+}
+
 net::Task<void> ProxyServer::ReleaseKv(Call& call, const std::string& prefill_answer) {
   const std::string body = ReleaseBody(call.request, prefill_answer);
   if (body.empty()) co_return;
-  Backend* backend = backends_.Pick(Role::kDecode, {});
+  std::shared_ptr<Backend> backend = backends_.Pick(Role::kDecode, {});
   Result<std::string> text = Status::Unavailable("no decode backend available");
   if (backend != nullptr) {
-    Lease lease(backend, call.request.prompt_tokens + 1);
+    Lease lease(backend.get(), call.request.prompt_tokens + 1);
     net::HttpConnection* active = nullptr;  // not call.active: the client may be gone
     Result<UpstreamResponse> reply = co_await SendUpstream(
         call.pool, backend->endpoint(), {"POST", call.target, &call.headers, body},
@@ -198,7 +232,11 @@ net::Task<ProxyServer::AttemptResult> ProxyServer::DecodeAttempt(Call& call, Bac
   // Nothing was sent to the client yet: another decoder may be tried.
   if (!text.ok()) co_return AttemptResult{true, text.status().ToString()};
   call.pool.Release(std::move(conn));
-  if (status != 200) metrics_.CountError(call.route, ErrorKind::kUpstream);
+  if (status != 200) {
+    metrics_.CountError(call.route, ErrorKind::kUpstream);
+  } else if (call.cached_tokens) {
+    *text = WithCachedTokens(*text, *call.cached_tokens);
+  }
   co_await call.exchange.Respond(status, ContentType(reply->head), *text, call.rid_header);
   co_return AttemptResult{};
 }
@@ -211,6 +249,9 @@ net::Task<void> ProxyServer::RelayStream(Call& call, Backend& backend, UpstreamR
   net::ServerExchange& exchange = call.exchange;
   Status sent = co_await exchange.BeginStream(200, ContentType(reply.head), call.rid_header);
   bool complete = false;
+  // Only a stream with a usage chunk to fix is parsed; others pass as they are.
+  std::optional<UsageStreamRewriter> usage;
+  if (call.cached_tokens) usage.emplace(*call.cached_tokens);
   std::string piece;
   piece.reserve(16 * 1024);
   while (sent.ok()) {
@@ -226,11 +267,16 @@ net::Task<void> ProxyServer::RelayStream(Call& call, Backend& backend, UpstreamR
     if (!*more || conn->response_done()) {
       // The decoder's stream has ended (its terminator may have come with
       // the last events): send those and our terminator in one write.
+      if (usage) {
+        piece = usage->Feed(piece);  // before Finish(): it takes what Feed holds
+        piece += usage->Finish();
+      }
       sent = co_await exchange.EndStream(piece);
       complete = sent.ok();
       break;
     }
-    sent = co_await exchange.WriteChunk(piece);
+    if (usage) piece = usage->Feed(piece);
+    if (!piece.empty()) sent = co_await exchange.WriteChunk(piece);
   }
   call.active = nullptr;
   if (!sent.ok() || exchange.client_gone()) {

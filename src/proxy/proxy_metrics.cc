@@ -6,7 +6,8 @@ namespace kvtier::proxy {
 
 namespace {
 constexpr std::array<const char*, kRouteCount> kRouteNames = {
-    "/v1/completions", "/v1/chat/completions", "/v1/models", "/health", "/metrics", "other"};
+    "/v1/completions", "/v1/chat/completions", "/v1/models", "/health",
+    "/metrics",        "/reset_prefix_cache",  "/instances", "other"};
 constexpr std::array<const char*, kErrorKindCount> kErrorNames = {"bad_request", "no_backend",
                                                                   "upstream", "client_gone"};
 
@@ -74,6 +75,16 @@ std::string ProxyMetrics::Render(const BackendSet& backends) const {
          static_cast<double>(kv_releases_[0].load()));
   Sample(out, "kvtier_proxy_kv_releases_total", "result=\"failed\"",
          static_cast<double>(kv_releases_[1].load()));
+  Header(out, "kvtier_proxy_prefill_routed_total", "counter",
+         "--routing prefix: prefill backends chosen by a prefix match or by load.");
+  Sample(out, "kvtier_proxy_prefill_routed_total", "by=\"prefix\"",
+         static_cast<double>(prefix_routes_[0].load()));
+  Sample(out, "kvtier_proxy_prefill_routed_total", "by=\"load\"",
+         static_cast<double>(prefix_routes_[1].load()));
+  Header(out, "kvtier_proxy_prefix_matched_chunks_total", "counter",
+         "--routing prefix: leading prompt chunks the chosen prefill backend had seen.");
+  Sample(out, "kvtier_proxy_prefix_matched_chunks_total", "",
+         static_cast<double>(prefix_matched_chunks_.load()));
 
   struct Series {
     const char* name;

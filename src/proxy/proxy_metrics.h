@@ -35,8 +35,19 @@ class Histogram {
   std::atomic<uint64_t> sum_us_{0};
 };
 
-enum class Route { kCompletions, kChat, kModels, kHealth, kMetrics, kOther };
-constexpr size_t kRouteCount = 6;
+// kHealth covers /health and its alias /healthcheck; kInstances both
+// /instances/add and /instances/remove.
+enum class Route {
+  kCompletions,
+  kChat,
+  kModels,
+  kHealth,
+  kMetrics,
+  kResetPrefixCache,
+  kInstances,
+  kOther
+};
+constexpr size_t kRouteCount = 8;
 enum class ErrorKind { kBadRequest, kNoBackend, kUpstream, kClientGone };
 constexpr size_t kErrorKindCount = 4;
 
@@ -48,6 +59,11 @@ class ProxyMetrics {
   }
   void CountRetry() { Inc(retries_); }
   void CountKvRelease(bool answered) { Inc(kv_releases_[answered ? 0 : 1]); }
+  // --routing prefix: a prefill backend chosen by a prefix match or by load.
+  void CountPrefixRoute(bool by_prefix, size_t matched_chunks) {
+    Inc(prefix_routes_[by_prefix ? 0 : 1]);
+    prefix_matched_chunks_.fetch_add(matched_chunks, std::memory_order_relaxed);
+  }
   Histogram& request_seconds(Route route) { return request_seconds_[Index(route)]; }
   Histogram& prefill_seconds() { return prefill_seconds_; }
   Histogram& decode_first_byte_seconds() { return decode_first_byte_seconds_; }
@@ -61,7 +77,9 @@ class ProxyMetrics {
   std::array<std::atomic<uint64_t>, kRouteCount> requests_{};
   std::array<std::atomic<uint64_t>, kRouteCount * kErrorKindCount> errors_{};
   std::atomic<uint64_t> retries_{0};
-  std::array<std::atomic<uint64_t>, 2> kv_releases_{};  // answered, failed
+  std::array<std::atomic<uint64_t>, 2> kv_releases_{};    // answered, failed
+  std::array<std::atomic<uint64_t>, 2> prefix_routes_{};  // by prefix, by load
+  std::atomic<uint64_t> prefix_matched_chunks_{0};
   std::array<Histogram, kRouteCount> request_seconds_;
   Histogram prefill_seconds_;
   Histogram decode_first_byte_seconds_;

@@ -36,8 +36,24 @@ Result<BackendEndpoints> Validate(const ProxyOptions& options) {
   for (auto [value, flag] : {std::pair{options.connect_timeout, "--connect-timeout-ms"},
                              std::pair{options.prefill_timeout, "--prefill-timeout-ms"},
                              std::pair{options.decode_timeout, "--decode-timeout-ms"},
-                             std::pair{options.health_timeout, "--health-timeout-ms"}}) {
+                             std::pair{options.health_timeout, "--health-timeout-ms"},
+                             std::pair{options.admin_timeout, "--admin-timeout-ms"}}) {
     if (value.count() <= 0) return Status::InvalidArgument(std::string(flag) + " must be > 0");
+  }
+  if (options.routing != "least-loaded" && options.routing != "prefix") {
+    return Status::InvalidArgument("--routing must be least-loaded or prefix, not '" +
+                                   options.routing + "'");
+  }
+  const PrefixOptions& prefix = options.prefix;
+  if (prefix.chunk_bytes == 0 || prefix.block_tokens == 0 || prefix.max_chunks == 0) {
+    return Status::InvalidArgument(
+        "--prefix-chunk-bytes, --prefix-block-tokens and --prefix-max-chunks must be > 0");
+  }
+  if (prefix.balance_abs < 0 || prefix.balance_rel < 0) {
+    return Status::InvalidArgument("--prefix-balance-abs and --prefix-balance-rel must be >= 0");
+  }
+  if (options.drain_timeout.count() < 0) {
+    return Status::InvalidArgument("--drain-timeout-ms must be >= 0");
   }
   if (options.health_interval.count() < 0) {
     return Status::InvalidArgument("--health-interval-ms must be >= 0");

@@ -13,6 +13,7 @@
 #include "kvtier/status.h"
 #include "net/clock.h"
 #include "net/endpoint.h"
+#include "proxy/prefix_router.h"
 
 namespace kvtier::proxy {
 
@@ -32,7 +33,14 @@ struct ProxyOptions {
   net::Duration decode_timeout{600'000};   // inactivity on the decode answer
   net::Duration health_interval{5'000};    // 0 disables active health checks
   net::Duration health_timeout{2'000};
-  net::Duration retry_after{10'000};  // a failed backend is skipped this long
+  net::Duration retry_after{10'000};    // a failed backend is skipped this long
+  net::Duration admin_timeout{30'000};  // each backend's POST /reset_prefix_cache
+  net::Duration drain_timeout{60'000};  // POST /instances/remove waits this long for in-flight
+  // How the prefill backend is chosen: "least-loaded" (fewest in-flight
+  // tokens) or "prefix" (PrefixRouter, then least-loaded). Decode legs are
+  // always least-loaded.
+  std::string routing = "least-loaded";
+  PrefixOptions prefix;
   int max_attempts = 3;               // backends tried per leg before giving up
   size_t max_idle_per_backend = 128;  // pooled keep-alive connections per worker
   // Client connections; beyond it idle keep-alive ones are closed first, else

@@ -49,7 +49,10 @@ Result<std::unique_ptr<ProxyServer>> ProxyServer::Create(ProxyOptions options) {
 }
 
 ProxyServer::ProxyServer(ProxyOptions options, const BackendEndpoints& endpoints)
-    : options_(std::move(options)), backends_(endpoints.prefill, endpoints.decode) {}
+    : options_(std::move(options)), backends_(endpoints.prefill, endpoints.decode) {
+  if (options_.routing == "prefix")
+    prefix_router_ = std::make_unique<PrefixRouter>(options_.prefix);
+}
 
 ProxyServer::~ProxyServer() { Stop(); }
 
@@ -61,7 +64,7 @@ Status ProxyServer::Start() {
   openai::UseOpenAiErrors(server_options);
   server_options.max_body_bytes = options_.max_body_bytes;
   server_options.max_connections = ConnectionCap(options_.max_connections, options_.threads);
-  server_options.overload_paths = {"/health", "/metrics"};
+  server_options.overload_paths = {"/health", "/healthcheck", "/metrics"};
   pools_.resize(static_cast<size_t>(options_.threads));
   server_ = std::make_unique<net::HttpServer>(
       server_options, [this](net::ServerExchange& exchange) { return Handle(exchange); });
@@ -111,10 +114,14 @@ net::Task<void> ProxyServer::Handle(net::ServerExchange& exchange) {
     route = Route::kChat, method = "POST";
   } else if (path == "/v1/models") {
     route = Route::kModels;
-  } else if (path == "/health") {
+  } else if (path == "/health" || path == "/healthcheck") {  // the seed proxy's name
     route = Route::kHealth;
   } else if (path == "/metrics") {
     route = Route::kMetrics;
+  } else if (path == "/reset_prefix_cache") {
+    route = Route::kResetPrefixCache, method = "POST";
+  } else if (path == "/instances/add" || path == "/instances/remove") {
+    route = Route::kInstances, method = "POST";
   }
   metrics_.CountRequest(route);
   DurationGuard timing{metrics_.request_seconds(route)};
@@ -136,6 +143,10 @@ net::Task<void> ProxyServer::Handle(net::ServerExchange& exchange) {
                            {"prefill_healthy", prefill},
                            {"decode_healthy", decode}};
     co_await exchange.Respond(ok ? 200 : 503, "application/json", body.dump());
+  } else if (route == Route::kResetPrefixCache) {
+    co_await HandleResetPrefixCache(exchange);
+  } else if (route == Route::kInstances) {
+    co_await HandleInstances(exchange, path == "/instances/add");
   } else {
     co_await exchange.Respond(200, "text/plain; version=0.0.4", MetricsText());
   }
@@ -143,14 +154,17 @@ net::Task<void> ProxyServer::Handle(net::ServerExchange& exchange) {
 
 net::Task<bool> ProxyServer::TryBackends(Role role, std::optional<Role> fallback,
                                          bool count_retries, const Attempt& attempt,
-                                         std::string* last_error) {
+                                         std::string* last_error, std::shared_ptr<Backend> first) {
   std::vector<Backend*> tried;
+  std::vector<std::shared_ptr<Backend>> held;  // alive while used, even if removed meanwhile
   for (int i = 0; i < options_.max_attempts; ++i) {
-    Backend* backend = backends_.Pick(role, tried);
+    std::shared_ptr<Backend> backend = std::move(first);
+    if (backend == nullptr) backend = backends_.Pick(role, tried);
     if (backend == nullptr && fallback) backend = backends_.Pick(*fallback, tried);
     if (backend == nullptr) break;
     if (i > 0 && count_retries) metrics_.CountRetry();
-    tried.push_back(backend);
+    tried.push_back(backend.get());
+    held.push_back(backend);
     AttemptResult result = co_await attempt(*backend);
     if (!result.backend_failed) co_return true;
     *last_error = backend->name() + ": " + result.error;

@@ -177,6 +177,12 @@ Result<CompletionRequest> ParseCompletionRequest(std::string_view body, bool cha
       if (value.is_null()) continue;
       if (!value.is_bool()) return Status::InvalidArgument("'stream' must be a boolean");
       request.stream = value.get_bool().value_unsafe();
+    } else if (key == "stream_options") {
+      bool include_usage = false;
+      request.include_usage = value.is_object() &&
+                              value.get_object().value_unsafe()["include_usage"].get(
+                                  include_usage) == simdjson::SUCCESS &&
+                              include_usage;
     } else if (key == prompt_key) {
       have_prompt = true;
       Result<int64_t> tokens = chat ? MessageTokens(value) : PromptTokens(value);
@@ -203,10 +209,16 @@ Result<CompletionRequest> ParseCompletionRequest(std::string_view body, bool cha
 namespace {
 
 // The client's members with max_tokens=1 (chat also max_completion_tokens=1),
-// stream=false and `kv_member` (in place of the client's kv_transfer_params
-// when present, else appended in that order), and without stream_options.
+// stream=false, min_tokens=1 and `kv_member` (each in place of the client's
+// member when present, else appended in that order), and without
+// stream_options. min_tokens=1 keeps the engine from finishing the request
+// on an EOS first token with nothing generated: vLLM then still completes the
+// prefill as length-capped and returns its kv_transfer_params. A client's own
+// min_tokens is replaced (above max_tokens=1 vLLM would reject the request);
+// the decode leg keeps it.
 std::string OneTokenBody(const CompletionRequest& request, std::string_view kv_member) {
   bool max_tokens = false, max_completion_tokens = !request.chat, stream = false, kv = false;
+  bool min_tokens = false;
   ObjectWriter writer(MembersSize(request) + kv_member.size() + 96);
   for (const auto& [key, value] : request.members) {
     if (key == "max_tokens") {
@@ -218,6 +230,9 @@ std::string OneTokenBody(const CompletionRequest& request, std::string_view kv_m
     } else if (key == "stream") {
       writer.AddRaw(R"("stream":false)");
       stream = true;
+    } else if (key == "min_tokens") {
+      writer.AddRaw(R"("min_tokens":1)");
+      min_tokens = true;
     } else if (key == "kv_transfer_params") {
       writer.AddRaw(kv_member);
       kv = true;
@@ -228,6 +243,7 @@ std::string OneTokenBody(const CompletionRequest& request, std::string_view kv_m
   if (!max_tokens) writer.AddRaw(R"("max_tokens":1)");
   if (!max_completion_tokens) writer.AddRaw(R"("max_completion_tokens":1)");
   if (!stream) writer.AddRaw(R"("stream":false)");
+  if (!min_tokens) writer.AddRaw(R"("min_tokens":1)");
   if (!kv) writer.AddRaw(kv_member);
   return writer.Finish();
 }
@@ -274,6 +290,19 @@ std::string ReleaseBody(const CompletionRequest& request, std::string_view prefi
   const std::string kv = PrefillKvParams(prefill_response);
   if (kv.empty()) return {};
   return OneTokenBody(request, "\"kv_transfer_params\":" + kv);
+}
+
+std::optional<int64_t> PrefillCachedTokens(std::string_view prefill_response) {
+  // simdjson, as for kv_transfer_params: this runs for most requests.
+  dom::element answer;
+  int64_t cached = 0;
+  if (Parser().parse(prefill_response.data(), prefill_response.size()).get(answer) ==
+          simdjson::SUCCESS &&
+      answer.at_pointer("/usage/prompt_tokens_details/cached_tokens").get(cached) ==
+          simdjson::SUCCESS) {
+    return cached;
+  }
+  return std::nullopt;
 }
 
 }  // namespace kvtier::proxy

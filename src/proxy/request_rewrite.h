@@ -10,7 +10,7 @@
 //    non-negative integers or null. Anything else is InvalidArgument with a
 //    message fit for the client.
 //  * PrefillBody: the same request with max_tokens=1 (chat also
-//    max_completion_tokens=1), stream=false, no stream_options, and
+//    max_completion_tokens=1), min_tokens=1, stream=false, no stream_options, and
 //    kv_transfer_params asking the prefill engine to keep the KV for a remote
 //    decode.
 //  * DecodeBody: the client's request with kv_transfer_params replaced by the
@@ -27,6 +27,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -38,8 +39,9 @@ namespace kvtier::proxy {
 struct CompletionRequest {
   bool chat = false;
   bool stream = false;
-  int64_t prompt_tokens = 0;  // estimated: token arrays exactly, text as chars/4
-  int64_t max_tokens = 0;     // requested output tokens (a default when absent)
+  bool include_usage = false;  // stream_options.include_usage: true
+  int64_t prompt_tokens = 0;   // estimated: token arrays exactly, text as chars/4
+  int64_t max_tokens = 0;      // requested output tokens (a default when absent)
   // The body's top-level members in order, each as its key and its value's
   // minified JSON text. PrefillBody/DecodeBody splice these texts instead of
   // building and serializing a document.
@@ -57,7 +59,11 @@ std::string PrefillBody(const CompletionRequest& request);
 // `prefill_response` is the prefill engine's JSON answer.
 std::string DecodeBody(const CompletionRequest& request, std::string_view prefill_response);
 
-// The decode leg cut to one token (max_tokens=1, stream=false, as
+// The prefill answer's usage.prompt_tokens_details.cached_tokens (an
+// integer), or nullopt when it has none or is not JSON (see usage_rewrite.h).
+std::optional<int64_t> PrefillCachedTokens(std::string_view prefill_response);
+
+// The decode leg cut to one token (max_tokens=1, min_tokens=1, stream=false, as
 // PrefillBody) with the prefill's kv_transfer_params: sent to a decoder only
 // to make the prefill engine free the request's KV (see docs/proxy.md). ""
 // when the prefill answer carries no kv_transfer_params.

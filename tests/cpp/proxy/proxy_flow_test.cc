@@ -30,6 +30,7 @@ TEST(ProxyFlow, PrefillAndDecodeLegsCarryTheRightBodiesAndRequestId) {
   json expected_prefill = json::parse(kStreamRequest);
   expected_prefill["max_tokens"] = 1;
   expected_prefill["stream"] = false;
+  expected_prefill["min_tokens"] = 1;
   expected_prefill.erase("stream_options");
   expected_prefill["kv_transfer_params"] = {
       {"do_remote_decode", true},    {"do_remote_prefill", false}, {"remote_engine_id", nullptr},
@@ -44,6 +45,28 @@ TEST(ProxyFlow, PrefillAndDecodeLegsCarryTheRightBodiesAndRequestId) {
       {"remote_host", "127.0.0.1"},   {"remote_port", env.prefill(0).port()},
       {"remote_request_id", "req-42"}};
   EXPECT_EQ(json::parse(decode[0].body), expected_decode);
+}
+
+TEST(ProxyFlow, PrefillLegForcesMinTokensOneAndDecodeKeepsTheClients) {
+  // min_tokens=1 on the prefill leg: a prompt whose first token is EOS still
+  // finishes length-capped, so the engine returns its kv_transfer_params.
+  ProxyTestEnv env(1, 1);
+  for (const char* body : {R"({"prompt":"hello","max_tokens":4})",
+                           R"({"prompt":"hello","max_tokens":4,"min_tokens":3})"}) {
+    ASSERT_EQ(env.Post("/v1/completions", body).status, 200u) << body;
+  }
+  ASSERT_EQ(env.Post("/v1/chat/completions",
+                     R"({"messages":[{"role":"user","content":"x"}],"min_tokens":2})")
+                .status,
+            200u);
+  auto prefill = ProxyTestEnv::Completions(env.prefill(0));
+  auto decode = ProxyTestEnv::Completions(env.decode(0));
+  ASSERT_EQ(prefill.size(), 3u);
+  ASSERT_EQ(decode.size(), 3u);
+  for (const auto& leg : prefill) EXPECT_EQ(json::parse(leg.body)["min_tokens"], 1) << leg.body;
+  EXPECT_FALSE(json::parse(decode[0].body).contains("min_tokens"));
+  EXPECT_EQ(json::parse(decode[1].body)["min_tokens"], 3);
+  EXPECT_EQ(json::parse(decode[2].body)["min_tokens"], 2);
 }
 
 TEST(ProxyFlow, StreamIsRelayedByteForByte) {
@@ -62,6 +85,43 @@ TEST(ProxyFlow, StreamIsRelayedByteForByte) {
   EXPECT_NE(through_proxy.body.find("\"text\":\"t3 \""), std::string::npos);
   EXPECT_NE(through_proxy.body.find("\"usage\":"), std::string::npos);
   EXPECT_EQ(through_proxy.body.substr(through_proxy.body.size() - 14), "data: [DONE]\n\n");
+}
+
+// The client sees the prefill engine's prefix-cache hit as cached_tokens,
+// not the decoder's count (which is the KV it received from the prefill).
+TEST(ProxyFlow, CachedTokensInTheClientsUsageAreThePrefills) {
+  ProxyTestEnv env(1, 1);
+  env.prefill(0).set_cached_tokens(96);
+  env.decode(0).set_cached_tokens(500);
+  auto answer = env.Post("/v1/completions", R"({"prompt":[1,2,3],"max_tokens":2})");
+  ASSERT_EQ(answer.status, 200u) << answer.body;
+  json usage = json::parse(answer.body)["usage"];
+  EXPECT_EQ(usage["prompt_tokens_details"]["cached_tokens"], 96) << answer.body;
+  EXPECT_EQ(usage["completion_tokens"], 2);
+  EXPECT_EQ(json::parse(answer.body)["choices"][0]["text"], "t0 t1 ");
+
+  // Streaming with include_usage: only the usage chunk differs from what
+  // the decoder sent.
+  auto stream = env.Post("/v1/completions", kStreamRequest, {{"X-Request-Id", "s"}});
+  ASSERT_EQ(stream.status, 200u);
+  auto decode = ProxyTestEnv::Completions(env.decode(0));
+  ASSERT_EQ(decode.size(), 2u);
+  auto direct = net::HttpCall(net::Endpoint{"127.0.0.1", env.decode(0).port(), ""}, "POST",
+                              "/v1/completions", decode[1].body, {{"X-Request-Id", "s"}});
+  ASSERT_TRUE(direct.ok());
+  const std::string decoder_usage = R"("prompt_tokens_details":{"cached_tokens":500})";
+  const std::string client_usage = R"("prompt_tokens_details":{"cached_tokens":96})";
+  std::string expected = direct->body;
+  const size_t at = expected.find(decoder_usage);
+  ASSERT_NE(at, std::string::npos) << expected;
+  expected.replace(at, decoder_usage.size(), client_usage);
+  EXPECT_EQ(stream.body, expected);
+
+  // A prefill engine that reports none leaves the decoder's answer as it is.
+  env.prefill(0).set_cached_tokens(-1);
+  answer = env.Post("/v1/completions", R"({"prompt":[1,2,3],"max_tokens":2})");
+  ASSERT_EQ(answer.status, 200u);
+  EXPECT_EQ(json::parse(answer.body)["usage"]["prompt_tokens_details"]["cached_tokens"], 500);
 }
 
 TEST(ProxyFlow, NonStreamingChatAndGeneratedRequestId) {

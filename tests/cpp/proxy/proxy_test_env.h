@@ -76,11 +76,11 @@ class ProxyTestEnv {
     return Call("POST", target, body, headers);
   }
 
-  // Completion requests (not /health or /v1/models) one fake received.
+  // Completion requests (not /health, /v1/models or admin calls) one fake received.
   static std::vector<openai::RecordedRequest> Completions(const openai::FakeOpenAiServer& server) {
     std::vector<openai::RecordedRequest> out;
     for (auto& r : server.requests()) {
-      if (r.method == "POST") out.push_back(r);
+      if (r.method == "POST" && r.target.starts_with("/v1/")) out.push_back(r);
     }
     return out;
   }

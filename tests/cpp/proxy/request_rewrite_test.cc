@@ -27,6 +27,7 @@ OrderedJson ReferencePrefill(const std::string& client_body, bool chat) {
   body["max_tokens"] = 1;
   if (chat) body["max_completion_tokens"] = 1;
   body["stream"] = false;
+  body["min_tokens"] = 1;
   body.erase("stream_options");
   body["kv_transfer_params"] = {{"do_remote_decode", true},    {"do_remote_prefill", false},
                                 {"remote_engine_id", nullptr}, {"remote_block_ids", nullptr},
@@ -98,6 +99,7 @@ TEST(RequestRewrite, PrefillBodyForCompletions) {
                    {"max_tokens", 1},
                    {"stream", false},
                    {"temperature", 0.5},
+                   {"min_tokens", 1},
                    {"kv_transfer_params",
                     {{"do_remote_decode", true},
                      {"do_remote_prefill", false},
@@ -141,7 +143,7 @@ TEST(RequestRewrite, ReleaseBodyIsOneTokenWithThePrefillKvParams) {
   auto request = ParseCompletionRequest(client, false);
   ASSERT_TRUE(request.ok());
   EXPECT_EQ(ReleaseBody(*request, R"({"kv_transfer_params":{"remote_engine_id":"p0"}})"),
-            R"({"prompt":"hi","stream":false,"max_tokens":1,)"
+            R"({"prompt":"hi","stream":false,"max_tokens":1,"min_tokens":1,)"
             R"("kv_transfer_params":{"remote_engine_id":"p0"}})");
   EXPECT_EQ(ReleaseBody(*request, R"({"id":"x"})"), "");  // nothing to release
 }
@@ -223,16 +225,16 @@ TEST(BackendSet, PicksLeastLoadedAndSkipsFailedAndExcluded) {
   Backend* b2 = set.of(Role::kPrefill)[2].get();
   Lease heavy(b0, 1000);
   Lease light(b1, 10);
-  for (int i = 0; i < 10; ++i) EXPECT_EQ(set.Pick(Role::kPrefill, {}), b2);
-  EXPECT_EQ(set.Pick(Role::kPrefill, {b2}), b1);
+  for (int i = 0; i < 10; ++i) EXPECT_EQ(set.Pick(Role::kPrefill, {}).get(), b2);
+  EXPECT_EQ(set.Pick(Role::kPrefill, {b2}).get(), b1);
   const auto now = net::Clock::now();
   b2->MarkFailed(now, std::chrono::hours(1));
   EXPECT_FALSE(b2->Available(now));
-  EXPECT_EQ(set.Pick(Role::kPrefill, {}), b1);
-  EXPECT_EQ(set.Pick(Role::kPrefill, {b0, b1}), nullptr);
+  EXPECT_EQ(set.Pick(Role::kPrefill, {}).get(), b1);
+  EXPECT_EQ(set.Pick(Role::kPrefill, {b0, b1}).get(), nullptr);
   EXPECT_EQ(set.HealthyCount(Role::kPrefill), 2);
   b2->MarkHealthy();
-  EXPECT_EQ(set.Pick(Role::kPrefill, {}), b2);
+  EXPECT_EQ(set.Pick(Role::kPrefill, {}).get(), b2);
   // A failed backend is tried again once retry_after has passed.
   b2->MarkFailed(now, net::Duration(0));
   EXPECT_TRUE(b2->Available(now + std::chrono::milliseconds(1)));
@@ -243,7 +245,7 @@ TEST(BackendSet, EqualLoadsRotate) {
   BackendSet set({a}, {a, b});
   int picks[2] = {0, 0};
   for (int i = 0; i < 10; ++i) {
-    picks[set.Pick(Role::kDecode, {}) == set.of(Role::kDecode)[0].get() ? 0 : 1]++;
+    picks[set.Pick(Role::kDecode, {}).get() == set.of(Role::kDecode)[0].get() ? 0 : 1]++;
   }
   EXPECT_EQ(picks[0], 5);
   EXPECT_EQ(picks[1], 5);
