@@ -87,10 +87,10 @@ class Cluster:
         self.out = open(run_dir / "launch.out", "w")
         self.proc = subprocess.Popen(
             [str(LAUNCH), "--cluster", str(path), "--ready-file", str(self.ready),
-             "--health-timeout-s", "900", "--keep-going"],
+             "--health-timeout-s", "1500", "--keep-going"],
             cwd=REPO, stdout=self.out, stderr=subprocess.STDOUT)
 
-    def wait_ready(self, timeout: float = 900) -> None:
+    def wait_ready(self, timeout: float = 1500) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.ready.exists():
@@ -147,6 +147,16 @@ class Cluster:
             if m:
                 out[m.group(1)] = out.get(m.group(1), 0.0) + float(m.group(2))
         return out
+
+
+def deployment(tmp_path_factory, mode: str, decode_dp: int):
+    """The body of a module-scoped fixture: a healthy Cluster, stopped after."""
+    c = Cluster(tmp_path_factory.mktemp(f"pd-{mode}"), mode=mode, decode_dp=decode_dp)
+    try:
+        c.wait_ready()
+        yield c
+    finally:
+        c.stop()
 
 
 def completion(prompt: str, max_tokens: int = 8, **extra) -> dict:

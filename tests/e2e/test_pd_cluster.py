@@ -1,144 +1,46 @@
 """End to end: the seed's PD deployment scaled down, brought up by
 `kvtier-launch --cluster deploy/seed/cluster_one_machine.yaml`: prefill DP2
-(UCMConnector kv_both) + decode DP1 (kv_consumer) behind kvtier-proxy, P->D
-through the shared store. One deployment serves every test in this module
-(vLLM engines take minutes to start on 2 cores)."""
+(UCMConnector kv_both) + decode DP2 (kv_consumer) behind kvtier-proxy, P->D
+through the shared store. One deployment serves every test in this module;
+the fault tests kill ranks, so they run last, in file order."""
 
 from __future__ import annotations
 
+import http.client
 import json
-import os
-import re
-import signal
-import socket
-import subprocess
 import time
-import urllib.request
-from pathlib import Path
 
 import pytest
-import yaml
+
+from pd_cluster import (BLOCK, Cluster, check_a_repeated_prefix_hits_on_any_prefill_rank,
+                        completion, decode_leg, delta, deployment, prefill_leg, words)
 
 pytestmark = pytest.mark.e2e
-
-REPO = Path(__file__).resolve().parents[2]
-LAUNCH = REPO / "build" / "tools" / "kvtier-launch"
-BLOCK = 128  # vLLM's block size on the CPU backend
-
-
-def free_ports(n: int) -> list[int]:
-    """n consecutive ports free now, below Linux's ephemeral range (32768+):
-    engines take minutes to start and open ephemeral sockets meanwhile, which
-    could take a port picked there before the rank binds it."""
-    global _next_port
-    while True:
-        base, _next_port = _next_port, _next_port + n
-        socks = []
-        try:
-            for p in range(base, base + n):
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", p))
-            return list(range(base, base + n))
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-
-
-_next_port = 20000 + (os.getpid() % 500) * 20
-
-
-class Cluster:
-    def __init__(self, run_dir: Path):
-        cfg = yaml.safe_load((REPO / "deploy/seed/cluster_one_machine.yaml").read_text())
-        p0, _, d0, proxy = free_ports(4)
-        cfg["run_dir"] = str(run_dir)
-        cfg["vars"]["python"] = str(REPO / ".venv/bin/python")
-        kv_p, _, kv_d, _ = free_ports(4)  # prefill ranks use kv_p and kv_p + 1
-        cfg["prefill"]["server_port"], cfg["prefill"]["kv_port"] = p0, kv_p
-        cfg["decode"]["server_port"], cfg["decode"]["kv_port"] = d0, kv_d
-        cfg["proxy"]["port"] = proxy
-        # The plan gives prefill rank i the port p0 + i (and checks it is free).
-        self.prefill = [p0, p0 + 1]
-        self.decode = [d0]
-        self.proxy = proxy
-        path = run_dir / "cluster.yaml"
-        run_dir.mkdir(parents=True, exist_ok=True)
-        path.write_text(yaml.safe_dump(cfg))
-        self.ready = run_dir / "ready.json"
-        self.out = open(run_dir / "launch.out", "w")
-        self.proc = subprocess.Popen(
-            [str(LAUNCH), "--cluster", str(path), "--ready-file", str(self.ready),
-             "--health-timeout-s", "900"], cwd=REPO, stdout=self.out, stderr=subprocess.STDOUT)
-        self.run_dir = run_dir
-
-    def wait_ready(self, timeout: float = 900) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.ready.exists():
-                return
-            if self.proc.poll() is not None:
-                raise RuntimeError("kvtier-launch exited:\n" + self.output())
-            time.sleep(1)
-        raise TimeoutError("cluster not ready:\n" + self.output())
-
-    def output(self) -> str:
-        return (self.run_dir / "launch.out").read_text(errors="replace")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(timeout=60)
-
-    def complete(self, port: int, prompt: str, max_tokens: int = 8) -> dict:
-        body = {"model": "tiny", "prompt": prompt, "max_tokens": max_tokens, "temperature": 0,
-                "ignore_eos": True}
-        req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/completions",
-                                     json.dumps(body).encode(),
-                                     {"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=600) as resp:
-            return json.loads(resp.read())
-
-    def metrics(self, port: int) -> dict[str, float]:
-        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30).read()
-        out: dict[str, float] = {}
-        for line in text.decode().splitlines():
-            m = re.match(r"^(vllm:[a-z_]+)(?:\{[^}]*\})? ([0-9.e+-]+)$", line)
-            if m:
-                out[m.group(1)] = out.get(m.group(1), 0.0) + float(m.group(2))
-        return out
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    c = Cluster(tmp_path_factory.mktemp("pd-cluster"))
-    try:
-        c.wait_ready()
-        yield c
-    finally:
-        c.stop()
+    yield from deployment(tmp_path_factory, "store", decode_dp=2)
 
 
-def words(n: int, start: int = 10) -> str:
-    return " ".join(f"w{start + i}" for i in range(n))
-
-
-def delta(after: dict, before: dict, key: str) -> float:
-    return after.get(key, 0.0) - before.get(key, 0.0)
+def decode_totals(cluster: Cluster) -> dict[str, float]:
+    total: dict[str, float] = {}
+    for port in cluster.decode:
+        for k, v in cluster.metrics(port).items():
+            total[k] = total.get(k, 0.0) + v
+    return total
 
 
 def test_pd_through_the_store_answers_as_a_single_engine(cluster):
     prompt = words(300)
     direct = cluster.complete(cluster.prefill[0], prompt)["choices"][0]["text"]
-    before = cluster.metrics(cluster.decode[0])
+    before = decode_totals(cluster)
     pd = cluster.complete(cluster.proxy, prompt)["choices"][0]["text"]
-    after = cluster.metrics(cluster.decode[0])
+    after = decode_totals(cluster)
     # The same prompt through P->D gives the same greedy text as one engine.
     assert pd == direct
     # The decode leg computed at most one block of the 300-token prompt: the
-    # rest came from the store (vLLM's own counters on the decode rank).
+    # rest came from the store (vLLM's own counters on the decode ranks).
     prompt_tokens = delta(after, before, "vllm:prompt_tokens_total")
     external = delta(after, before, "vllm:external_prefix_cache_hits_total")
     local = delta(after, before, "vllm:prefix_cache_hits_total")
@@ -148,23 +50,67 @@ def test_pd_through_the_store_answers_as_a_single_engine(cluster):
 
 
 def test_a_repeated_prefix_hits_on_whichever_prefill_rank_the_proxy_picks(cluster):
-    shared = words(2 * BLOCK, start=2000)
-    keys = ("vllm:prefix_cache_hits_total", "vllm:external_prefix_cache_hits_total",
-            "vllm:prompt_tokens_total")
-    cluster.complete(cluster.proxy, shared + " " + words(40, start=3000))  # computes the prefix
-    per_rank_before = [cluster.metrics(p) for p in cluster.prefill]
-    for i in range(1, 5):
-        before = [cluster.metrics(p) for p in cluster.prefill]
-        cluster.complete(cluster.proxy, shared + " " + words(40, start=3000 + 100 * i))
-        after = [cluster.metrics(p) for p in cluster.prefill]
-        hit = sum(delta(a, b, k) for a, b in zip(after, before) for k in keys[:2])
-        assert hit >= 2 * BLOCK, (i, before, after)  # the whole shared prefix, local or kvtier
-    # Sent straight to each rank (whichever computed it), the prefix is a hit too.
-    for port in cluster.prefill:
-        b = cluster.metrics(port)
-        cluster.complete(port, shared + " " + words(40, start=4000 + port % 100))
-        a = cluster.metrics(port)
-        assert delta(a, b, keys[0]) + delta(a, b, keys[1]) >= 2 * BLOCK, (port, b, a)
-    # And some rank got it from kvtier, not from its own cache.
-    per_rank_after = [cluster.metrics(p) for p in cluster.prefill]
-    assert any(delta(a, b, keys[1]) > 0 for a, b in zip(per_rank_after, per_rank_before))
+    check_a_repeated_prefix_hits_on_any_prefill_rank(cluster)
+
+
+def test_a_prefill_rank_killed_after_its_answer_loses_nothing(cluster):
+    """The KV is in the shared store once the prefill rank has answered: the
+    decode rank decodes after the prefill rank is gone."""
+    prompt = words(300, start=5000)
+    status, answer = cluster.post(cluster.prefill[1], prefill_leg(prompt))
+    assert status == 200, answer
+    cluster.kill(cluster.prefill[1])
+    before = cluster.metrics(cluster.decode[0])
+    status, pd = cluster.post(cluster.decode[0], decode_leg(prompt, 8, answer), timeout=300)
+    after = cluster.metrics(cluster.decode[0])
+    assert status == 200, pd
+    assert delta(after, before, "vllm:external_prefix_cache_hits_total") >= 2 * BLOCK
+    # The same text as a from-scratch computation (another cache_salt misses
+    # both vLLM's cache and kvtier's).
+    ref_body = completion(prompt, 8, cache_salt="reference")
+    b = cluster.metrics(cluster.prefill[0])
+    status, ref = cluster.post(cluster.prefill[0], ref_body)
+    a = cluster.metrics(cluster.prefill[0])
+    assert status == 200, ref
+    assert delta(a, b, "vllm:external_prefix_cache_hits_total") == 0
+    assert delta(a, b, "vllm:prefix_cache_hits_total") == 0
+    assert pd["choices"][0]["text"] == ref["choices"][0]["text"]
+    # The proxy no longer sends prefill legs to the dead rank.
+    for i in range(3):
+        cluster.complete(cluster.proxy, words(200, start=6000 + 300 * i))
+
+
+def running(cluster: Cluster, port: int) -> float:
+    return cluster.metrics(port).get("vllm:num_requests_running", 0.0)
+
+
+def test_a_decode_rank_killed_mid_stream_fails_that_stream_and_not_the_next(cluster):
+    conn = http.client.HTTPConnection("127.0.0.1", cluster.proxy, timeout=120)
+    body = completion(words(200, start=7000), 2000, stream=True)
+    conn.request("POST", "/v1/completions", json.dumps(body),
+                 {"Content-Type": "application/json"})
+    resp = conn.getresponse()
+    assert resp.status == 200
+    first = resp.readline()  # (de-chunked)
+    assert first.startswith(b"data: "), first
+    serving = [p for p in cluster.decode if running(cluster, p) > 0]
+    assert len(serving) == 1, serving
+    cluster.kill(serving[0])
+    # The stream ends (no hang) without the [DONE] of a completed answer.
+    t0 = time.monotonic()
+    rest = b""
+    try:
+        while chunk := resp.read1(65536):
+            rest += chunk
+    except (http.client.IncompleteRead, ConnectionError) as e:
+        rest += getattr(e, "partial", b"") or b""
+    assert time.monotonic() - t0 < 120
+    assert b"data: [DONE]" not in rest, rest[-500:]
+    conn.close()
+    # New requests go to the decode rank still alive.
+    alive = next(p for p in cluster.decode if p != serving[0])
+    before = cluster.metrics(alive)
+    for i in range(2):
+        cluster.complete(cluster.proxy, words(150, start=9000 + 200 * i))
+    after = cluster.metrics(alive)
+    assert delta(after, before, "vllm:request_success_total") == 2

@@ -12,20 +12,15 @@ import time
 
 import pytest
 
-from pd_cluster import (Cluster, check_a_repeated_prefix_hits_on_any_prefill_rank, completion,
-                        decode_leg, delta, prefill_leg, words)
+from pd_cluster import (check_a_repeated_prefix_hits_on_any_prefill_rank, completion,
+                        decode_leg, delta, deployment, prefill_leg, words)
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    c = Cluster(tmp_path_factory.mktemp("pd-nixl"), mode="nixl", decode_dp=1)
-    try:
-        c.wait_ready()
-        yield c
-    finally:
-        c.stop()
+    yield from deployment(tmp_path_factory, "nixl", decode_dp=1)
 
 
 def test_pd_through_nixl_answers_as_a_single_engine(cluster):
