@@ -344,4 +344,36 @@ TEST(LaunchProcess, AFailingSetupCommandStopsTheClusterBeforeAnyServiceStarts) {
   EXPECT_FALSE(fs::exists(run + "/logs/prefill-dp0.log"));
 }
 
+TEST(LaunchProcess, DryRunPrintsThePlanAndStartsNothing) {
+  const int base = FreePortBase(6);
+  const std::string run = ::testing::TempDir() + "/launch_dry_" + std::to_string(::getpid());
+  fs::remove_all(run);
+  fs::create_directories(run);
+  std::ofstream(run + "/cluster.yaml")
+      << "run_dir: " << run << "\n"
+      << "setup: ['touch {run_dir}/setup-ran']\n"
+      << "prefill: {server_port: " << base << ", kv_port: " << base + 10 << ", command: '"
+      << kEngine << "'}\n"
+      << "decode: {server_port: " << base + 2 << ", kv_port: " << base + 20 << ", command: '"
+      << kEngine << "'}\n"
+      << "proxy: {port: " << base + 3 << ", args: '--routing prefix'}\n";
+  Launch l({"--cluster", run + "/cluster.yaml", "--dry-run"});
+  ASSERT_EQ(l.Wait(std::chrono::seconds(20)), 0) << l.out();
+  const nlohmann::json plan = nlohmann::json::parse(l.out());
+  EXPECT_EQ(plan["setup"][0], "touch " + run + "/setup-ran");
+  ASSERT_EQ(plan["stages"].size(), 2u);
+  EXPECT_EQ(plan["stages"][0][1]["label"], "decode-dp0");
+  const std::string proxy = plan["stages"][1][0]["command"];
+  EXPECT_NE(proxy.find("--routing prefix"), std::string::npos) << proxy;
+  EXPECT_FALSE(fs::exists(run + "/setup-ran"));
+  EXPECT_FALSE(fs::exists(run + "/logs/prefill-dp0.log"));
+  EXPECT_FALSE(fs::exists(l.ready()));
+
+  // A bad file fails the dry run as it fails a real one.
+  std::ofstream(run + "/bad.yaml") << "run_dir: " << run << "\nprefill: {command: x}\n";
+  Launch bad({"--cluster", run + "/bad.yaml", "--dry-run"});
+  EXPECT_EQ(bad.Wait(std::chrono::seconds(20)), 2) << bad.out();
+  EXPECT_NE(bad.out().find("decode: required"), std::string::npos) << bad.out();
+}
+
 }  // namespace
