@@ -107,6 +107,45 @@ TEST(ServeBenchmark, PrefixRatioRunsPreseedThenTest) {
   }
 }
 
+TEST(ServeBenchmark, EachPhaseAloneSendsThePromptsOfThatPhase) {
+  // --phase preseed then --phase test send exactly what one --prefix-ratio
+  // run sends, so a caller can read the servers' counters in between.
+  openai::FakeOpenAiServer server({});
+  ASSERT_TRUE(server.Start().ok());
+  ServeOptions o = Options(server.port());
+  o.prefix_ratio = 0.75;
+  o.phase = "preseed";
+  ASSERT_TRUE(Finalize(o).ok());
+  auto pre = RunServeBenchmark(o, nullptr);
+  ASSERT_TRUE(pre.ok()) << pre.status().ToString();
+  EXPECT_EQ((*pre)["completed"], 12);
+  EXPECT_EQ((*pre)["total_input_tokens"], 12 * 24);
+  EXPECT_EQ((*pre)["preseed"]["total_output_tokens"], 12);
+  EXPECT_EQ((*pre)["phase"], "preseed");
+  ASSERT_EQ(Posts(server).size(), 12u);
+  o.phase = "test";
+  ASSERT_TRUE(Finalize(o).ok());
+  auto test = RunServeBenchmark(o, nullptr);
+  ASSERT_TRUE(test.ok()) << test.status().ToString();
+  EXPECT_FALSE(test->contains("preseed"));
+  EXPECT_EQ((*test)["total_input_tokens"], 12 * 32);
+  auto posts = Posts(server);
+  ASSERT_EQ(posts.size(), 24u);
+  std::map<std::string, json> preseed, full;
+  for (size_t i = 0; i < posts.size(); ++i) {
+    json body = json::parse(posts[i].body);
+    EXPECT_EQ(body["max_tokens"], i < 12 ? 1 : 4);  // every pre-seed request came first
+    (i < 12 ? preseed : full)[std::string(posts[i].Header("X-Request-Id"))] = body["prompt"];
+  }
+  ASSERT_EQ(full.size(), 12u);
+  for (auto& [id, prefix] : preseed) {
+    ASSERT_EQ(prefix.size(), 24u);
+    for (size_t j = 0; j < 24; ++j) EXPECT_EQ(prefix[j], full[id][j]);
+  }
+  o.prefix_ratio = 0;
+  EXPECT_FALSE(Finalize(o).ok());  // a phase alone needs --prefix-ratio
+}
+
 TEST(ServeBenchmark, FailedRequestsAreCountedWithErrors) {
   openai::FakeOpenAiServer server({});
   ASSERT_TRUE(server.Start().ok());
