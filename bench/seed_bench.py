@@ -341,7 +341,7 @@ def main(argv=None) -> int:
     if args.update_readme:
         seed_table.update_readme(REPO / "README.md", table, checks, command, args.out_dir)
     print()
-    print(seed_table.markdown(table, checks, command))
+    print(seed_table.markdown(table, None, command))
     for ok, line in checks:
         print(f"{'PASS' if ok else 'FAIL'}: {line}")
     print("\nTable: " + ", ".join(str(paths[k]) for k in ("md", "json")))
