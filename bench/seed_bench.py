@@ -209,8 +209,19 @@ def store_stats(args, run_dir: Path) -> dict | None:
         return None
 
 
+def proxy_has_routing(proxy: Path) -> bool:
+    """Whether this kvtier-proxy takes --routing (asked before minutes of
+    engine start-up are spent on a scenario it would refuse)."""
+    r = subprocess.run([str(proxy), "--help"], capture_output=True, text=True)
+    return "--routing" in r.stdout + r.stderr
+
+
 def run_one(args, scenario: sc.Scenario, length: int, progress: Progress) -> dict:
     t0 = time.monotonic()
+    if scenario.routing and not proxy_has_routing(args.build / "tools" / "kvtier-proxy"):
+        raise RunFailed(f"{args.build}/tools/kvtier-proxy has no --routing flag (prefix-aware "
+                        "routing is not built in); leave the routing scenarios out with "
+                        "--scenarios recalc,hbm,kvtier")
     run_dir = args.run_dir / f"{scenario.name}-{length}"
     subprocess.run(["rm", "-rf", str(run_dir)], check=True)  # the store starts empty
     run_dir.mkdir(parents=True)

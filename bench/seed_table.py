@@ -83,6 +83,8 @@ def build_table(results: dict) -> dict:
             row["external_hits"] = total.get("vllm:external_prefix_cache_hits", 0)
             row["rank_hit_rates"] = [hit_rate(r["delta"]) for r in run["ranks"]]
             row["rank_requests"] = [r["delta"].get("vllm:request_success", 0) for r in run["ranks"]]
+            # Every counter's test-phase increase per rank (kvtier's series too).
+            row["rank_counters"] = [dict(sorted(r["delta"].items())) for r in run["ranks"]]
             row["store"] = run.get("store")
             rows.append(row)
     return {"settings": st, "rows": rows, "seed": SEED_TABLE,

@@ -181,6 +181,7 @@ def test_table_json_markdown_and_charts(tmp_path):
     doc = json.loads(paths["json"].read_text())
     assert doc["command"] == "make demo" and all(c["passed"] for c in doc["checks"])
     assert doc["ratios"]["1024"]["hbm_over_kvtier_ttft"] == pytest.approx(2.0)
+    assert doc["rows"][1]["rank_counters"][0]["vllm:prefix_cache_hits"] == 768 * 4
     for png in (paths["ttft_png"], paths["hit_png"]):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -267,3 +268,18 @@ def test_the_readme_section_gets_the_table_and_the_charts(tmp_path):
     other.write_text("no markers")
     with pytest.raises(ValueError, match="seed-table"):
         seed_table.update_readme(other, table, checks, "x", tmp_path)
+
+
+def test_a_routing_scenario_fails_plainly_on_a_proxy_without_routing(tmp_path):
+    (tmp_path / "tools").mkdir()
+    proxy = tmp_path / "tools" / "kvtier-proxy"
+    proxy.write_text("#!/bin/sh\necho 'Options: --port --prefiller-hosts'\n")
+    proxy.chmod(0o755)
+    args = seed_bench.parse_args(["--build", str(tmp_path), "--run-dir", str(tmp_path / "runs")])
+    assert not seed_bench.proxy_has_routing(proxy)
+    with pytest.raises(seed_bench.RunFailed, match="has no --routing flag"):
+        seed_bench.run_one(args, sc.SCENARIOS["kvtier-routing"], 1024,
+                           seed_bench.Progress(io.StringIO()))
+    assert not (tmp_path / "runs").exists()  # nothing was started
+    proxy.write_text("#!/bin/sh\necho '  --routing TEXT  round-robin or prefix'\n")
+    assert seed_bench.proxy_has_routing(proxy)
