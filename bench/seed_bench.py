@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import re
 import shlex
@@ -240,6 +241,7 @@ def run_one(args, scenario: sc.Scenario, length: int, progress: Progress) -> dic
         serve(args, ports.proxy, length, "preseed", run_dir / "preseed.json", log, decode,
               progress)
         before = [scrape(p) for p in prefill]
+        load = os.getloadavg()[0]  # this machine's business beside ours, for the record
         progress.begin(label, "test")
         test = serve(args, ports.proxy, length, "test", run_dir / "test.json", log, decode,
                      progress)
@@ -252,7 +254,7 @@ def run_one(args, scenario: sc.Scenario, length: int, progress: Progress) -> dic
              for p, b, a in zip(prefill, before, after)]
     keep = {k: v for k, v in test.items() if not isinstance(v, (list, dict))}
     return {"serve": keep, "ranks": ranks, "store": store_stats(args, run_dir),
-            "wall_s": time.monotonic() - t0, "run_dir": str(run_dir)}
+            "wall_s": time.monotonic() - t0, "load_avg": load, "run_dir": str(run_dir)}
 
 
 def parse_args(argv=None):

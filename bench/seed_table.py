@@ -74,7 +74,8 @@ def build_table(results: dict) -> dict:
             total = summed(run["ranks"])
             row = {"scenario": name, "title": SCENARIOS[name].title, "input_len": int(length),
                    "output_len": st["output_len"], "completed": serve.get("completed"),
-                   "failed": serve.get("failed"), "wall_s": run.get("wall_s")}
+                   "failed": serve.get("failed"), "wall_s": run.get("wall_s"),
+                   "load_avg": run.get("load_avg")}
             for m in METRICS:
                 for stat in ("mean", "median", "p99"):
                     row[f"{stat}_{m}_ms"] = serve.get(f"{stat}_{m}_ms")
@@ -246,9 +247,12 @@ def markdown(table: dict, checks: list[tuple[bool, str]] | None, command: str) -
     for k, v in SEED_TABLE.items():
         out.append(f"| {k} | " + " | ".join("/".join(str(x) for x in v[n])
                                             for n in ("recalc", "hbm", "kvtier")) + " |")
-    walls = [f"{c['title']} {c['input_len']}: {c['wall_s']:.0f} s" for c in rows if c["wall_s"]]
+    walls = [f"{c['title']} {c['input_len']}: {c['wall_s']:.0f} s" +
+             (f" (load average {c['load_avg']:.1f})" if c.get("load_avg") is not None else "")
+             for c in rows if c["wall_s"]]
     if walls:
-        out += ["", "Wall time per run (start, pre-seed, test, stop): " + "; ".join(walls) + "."]
+        out += ["", "Wall time per run (start, pre-seed, test, stop), and the machine's 1-minute "
+                "load average before the test phase: " + "; ".join(walls) + "."]
     if checks is not None:
         out += ["", "## Checks", ""] + [f"- {'PASS' if ok else 'FAIL'}: {line}"
                                         for ok, line in checks]
