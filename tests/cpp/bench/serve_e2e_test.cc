@@ -33,6 +33,24 @@ std::vector<openai::RecordedRequest> Posts(const openai::FakeOpenAiServer& serve
   return out;
 }
 
+// Requests may finish out of order: each pre-seed prompt (max_tokens 1) must
+// be the first `prefix_len` tokens of the test prompt with its X-Request-Id.
+void ExpectPreseedPromptsArePrefixes(const std::vector<openai::RecordedRequest>& posts, size_t n,
+                                     size_t prefix_len) {
+  std::map<std::string, json> preseed, test;
+  for (const auto& p : posts) {
+    json body = json::parse(p.body);
+    (body["max_tokens"] == 1 ? preseed : test)[std::string(p.Header("X-Request-Id"))] =
+        body["prompt"];
+  }
+  ASSERT_EQ(preseed.size(), n);
+  ASSERT_EQ(test.size(), n);
+  for (auto& [id, prefix] : preseed) {
+    ASSERT_EQ(prefix.size(), prefix_len);
+    for (size_t j = 0; j < prefix_len; ++j) EXPECT_EQ(prefix[j], test[id][j]);
+  }
+}
+
 TEST(ServeBenchmark, CountsAndTimingsAgainstAKnownDelay) {
   openai::FakeOpenAiOptions fake;
   fake.first_token_delay = net::Duration(30);
@@ -91,20 +109,7 @@ TEST(ServeBenchmark, PrefixRatioRunsPreseedThenTest) {
   EXPECT_EQ((*result)["request_rate"], 200.0);
   auto posts = Posts(server);
   ASSERT_EQ(posts.size(), 24u);
-  // Requests may finish out of order; match each pre-seed prompt to the
-  // test-phase prompt with the same X-Request-Id.
-  std::map<std::string, json> preseed, test;
-  for (size_t i = 0; i < posts.size(); ++i) {
-    json body = json::parse(posts[i].body);
-    (body["max_tokens"] == 1 ? preseed : test)[std::string(posts[i].Header("X-Request-Id"))] =
-        body["prompt"];
-  }
-  ASSERT_EQ(preseed.size(), 12u);
-  ASSERT_EQ(test.size(), 12u);
-  for (auto& [id, prefix] : preseed) {
-    ASSERT_EQ(prefix.size(), 24u);
-    for (size_t j = 0; j < 24; ++j) EXPECT_EQ(prefix[j], test[id][j]);
-  }
+  ExpectPreseedPromptsArePrefixes(posts, 12, 24);
 }
 
 TEST(ServeBenchmark, EachPhaseAloneSendsThePromptsOfThatPhase) {
@@ -131,17 +136,10 @@ TEST(ServeBenchmark, EachPhaseAloneSendsThePromptsOfThatPhase) {
   EXPECT_EQ((*test)["total_input_tokens"], 12 * 32);
   auto posts = Posts(server);
   ASSERT_EQ(posts.size(), 24u);
-  std::map<std::string, json> preseed, full;
-  for (size_t i = 0; i < posts.size(); ++i) {
-    json body = json::parse(posts[i].body);
-    EXPECT_EQ(body["max_tokens"], i < 12 ? 1 : 4);  // every pre-seed request came first
-    (i < 12 ? preseed : full)[std::string(posts[i].Header("X-Request-Id"))] = body["prompt"];
+  for (size_t i = 0; i < posts.size(); ++i) {  // every pre-seed request came first
+    EXPECT_EQ(json::parse(posts[i].body)["max_tokens"], i < 12 ? 1 : 4);
   }
-  ASSERT_EQ(full.size(), 12u);
-  for (auto& [id, prefix] : preseed) {
-    ASSERT_EQ(prefix.size(), 24u);
-    for (size_t j = 0; j < 24; ++j) EXPECT_EQ(prefix[j], full[id][j]);
-  }
+  ExpectPreseedPromptsArePrefixes(posts, 12, 24);
   o.prefix_ratio = 0;
   EXPECT_FALSE(Finalize(o).ok());  // a phase alone needs --prefix-ratio
 }
