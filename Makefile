@@ -1,4 +1,5 @@
-# kvtier: `make demo` runs the end-to-end demo, `make test` runs every test.
+# kvtier: `make demo` runs the seed's benchmark at its smallest scale, `make test`
+# runs every test.
 # Both do all set-up themselves (Debian packages + .venv) on a fresh machine.
 BUILD ?= build
 ASAN_BUILD ?= build-asan
@@ -8,7 +9,7 @@ BUILD_TYPE ?= RelWithDebInfo
 CCACHE := $(shell command -v ccache 2>/dev/null)
 LAUNCHER := $(if $(CCACHE),-DCMAKE_C_COMPILER_LAUNCHER=$(CCACHE) -DCMAKE_CXX_COMPILER_LAUNCHER=$(CCACHE))
 
-.PHONY: setup build test test-cpp test-python test-asan demo bench format clean
+.PHONY: setup build test test-cpp test-python test-asan demo bench bench-seed format clean
 
 setup: .stamp/setup
 
@@ -39,6 +40,12 @@ demo: build
 
 bench: build
 	bash bench/run_store_bench.sh
+
+# The seed's three-scenario table (plus prefix-aware routing) at every input
+# length, into bench/results/seed_table.{json,md} and the charts, and the
+# README's table. SEED_BENCH_ARGS adds flags (e.g. --scenarios recalc,hbm,kvtier).
+bench-seed: build
+	.venv/bin/python bench/seed_bench.py --update-readme $(SEED_BENCH_ARGS)
 
 format:
 	git ls-files -co --exclude-standard '*.cc' '*.h' | xargs clang-format -i

@@ -70,7 +70,7 @@ int main(int argc, char** argv) {
   CLI::App app{"kvtier-launch: start, watch and stop the DP ranks of a PD deployment"};
   std::string config, cluster, log_dir = "logs", ready_file;
   double health_timeout_s = 600, grace_s = 10;
-  bool no_port_check = false, keep_going = false;
+  bool no_port_check = false, keep_going = false, dry_run = false;
   std::vector<std::string> env;
   app.add_option("--config", config, "node YAML file holding the keys below");
   app.add_option("--cluster", cluster, "one-machine deployment file (prefill, decode, proxy)");
@@ -99,6 +99,8 @@ int main(int argc, char** argv) {
   app.add_flag("--keep-going", keep_going,
                "once all are healthy, a service that exits is reported and the others keep "
                "running (exit code 1 at the end)");
+  app.add_flag("--dry-run", dry_run,
+               "check and plan everything, print the plan as JSON, start nothing");
   CLI11_PARSE(app, argc, argv);
 
   // Before any thread starts: only the supervisor's sigtimedwait sees these.
@@ -116,6 +118,10 @@ int main(int argc, char** argv) {
     if (!c.ok()) return Fail(c.status());
     auto planned = kvtier::launch::PlanCluster(*c, BinDir(), !no_port_check);
     if (!planned.ok()) return Fail(planned.status());
+    if (dry_run) {
+      fmt::print("{}\n", kvtier::launch::PlanJson(*planned));
+      return 0;
+    }
     if (!planned->setup.empty()) {
       const std::string log = c->run_dir + "/logs/setup.log";
       fmt::print("kvtier-launch: running {} setup commands, log {}\n", planned->setup.size(), log);
@@ -146,6 +152,10 @@ int main(int argc, char** argv) {
     if (ec) return Fail(kvtier::Status::IOError("create " + log_dir + ": " + ec.message()));
     auto planned = kvtier::launch::PlanNodeServices(node, {}, log_dir, !no_port_check);
     if (!planned.ok()) return Fail(planned.status());
+    if (dry_run) {
+      fmt::print("{}\n", kvtier::launch::PlanJson({{}, {*planned}}));
+      return 0;
+    }
     stages.push_back(std::move(*planned));
   }
 

@@ -9,6 +9,9 @@
 #   store (default): prefill runs UCMConnector kv_both and saves every full
 #                    prompt block to the shared store; decode runs it as
 #                    kv_consumer and loads them from there.
+#                    KVTIER_PREFILL_ROLE=kv_producer makes the prefill side
+#                    save-only (it never loads from the store: the seed
+#                    benchmark's Recalculation and HBM PC baselines).
 #   nixl:            prefill runs MultiConnector[NixlConnector, UCMConnector]
 #                    (the seed's shape, NIXL in Mooncake's place); decode runs
 #                    NixlConnector and pulls the KV from the prefill rank.
@@ -25,6 +28,12 @@ device_list=$2 local_ip=$3 nic_name=$4 server_port=$5 tp_size=$6 dp_size=$7
 dp_rank=$8 dp_address=$9 dp_rpc_port=${10} kv_port=${11}
 mode=${KVTIER_PD_MODE:-store}
 hma_off=
+prefill_role=${KVTIER_PREFILL_ROLE:-kv_both}
+case "$prefill_role" in
+  kv_both|kv_producer) ;;
+  *) echo "engine.sh: KVTIER_PREFILL_ROLE must be kv_both or kv_producer (got $prefill_role)" >&2
+     exit 2 ;;
+esac
 
 export PYTHONHASHSEED=0 PYTHONUNBUFFERED=1
 export GLOO_SOCKET_IFNAME=$nic_name TP_SOCKET_IFNAME=$nic_name
@@ -42,7 +51,7 @@ ucm() {  # the kvtier connector in role $1
          "kv_connector_extra_config": {"UCM_CONFIG_FILE": "'"$KVTIER_UCM_CONFIG"'"}}'
 }
 case "$role/$mode" in
-  prefill/store) ktc=$(ucm kv_both) ;;
+  prefill/store) ktc=$(ucm "$prefill_role") ;;
   prefill/nixl)  ktc='{"kv_connector": "MultiConnector", "kv_role": "kv_producer",
                        "kv_connector_extra_config": {"connectors": [
                          '"$(nixl kv_producer)"',

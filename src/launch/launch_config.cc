@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <yaml-cpp/yaml.h>
+#include <nlohmann/json.hpp>
 
 #include "launch/child_process.h"
 
@@ -164,9 +165,10 @@ Result<ClusterOptions> ParseClusterYaml(const std::string& yaml, const std::stri
   if (const YAML::Node p = r["proxy"]) {
     const std::string o = origin + ": proxy";
     if (!p.IsMap()) return Status::InvalidArgument(o + ": expected a mapping of keys");
-    if (Status s = Unknown(p, {"port", "command"}, o); !s.ok()) return s;
+    if (Status s = Unknown(p, {"port", "command", "args"}, o); !s.ok()) return s;
     if (Status s = Get(p, "port", o, &c.proxy_port); !s.ok()) return s;
     if (Status s = Get(p, "command", o, &c.proxy_command); !s.ok()) return s;
+    if (Status s = Get(p, "args", o, &c.proxy_args); !s.ok()) return s;
   }
   if (const YAML::Node u = r["ucm_config"]) {
     if (!u.IsMap()) return Bad(origin, "ucm_config", "expected the UCM YAML settings as a mapping");
@@ -278,12 +280,13 @@ Result<ClusterPlan> PlanCluster(const ClusterOptions& c, const std::string& bin_
   ServiceSpec proxy;
   proxy.label = "proxy";
   proxy.role = "proxy";
-  const std::string tmpl =
+  std::string tmpl =
       c.proxy_command.empty()
           ? "exec {bin_dir}/kvtier-proxy --port {proxy_port} --prefiller-hosts {prefill_hosts} "
             "--prefiller-ports {prefill_ports} --decoder-hosts {decode_hosts} --decoder-ports "
             "{decode_ports}"
           : c.proxy_command;
+  if (!c.proxy_args.empty()) tmpl += " " + c.proxy_args;
   auto cmd = Render(tmpl, extra);
   if (!cmd.ok()) return Status::InvalidArgument("proxy: " + cmd.status().message());
   proxy.command = std::move(*cmd);
@@ -299,6 +302,23 @@ Result<ClusterPlan> PlanCluster(const ClusterOptions& c, const std::string& bin_
   }
   plan.stages = {std::move(engines), {std::move(proxy)}};
   return plan;
+}
+
+std::string PlanJson(const ClusterPlan& plan) {
+  nlohmann::json stages = nlohmann::json::array();
+  for (const std::vector<ServiceSpec>& stage : plan.stages) {
+    nlohmann::json services = nlohmann::json::array();
+    for (const ServiceSpec& s : stage) {
+      services.push_back({{"label", s.label},
+                          {"role", s.role},
+                          {"command", s.command},
+                          {"env", s.env},
+                          {"log", s.log_path},
+                          {"port", s.health_port}});
+    }
+    stages.push_back(std::move(services));
+  }
+  return nlohmann::json{{"setup", plan.setup}, {"stages", stages}}.dump(2);
 }
 
 Status RunSetup(const std::vector<std::string>& commands, const std::string& log_path) {

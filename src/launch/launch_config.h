@@ -29,7 +29,10 @@ struct ClusterOptions {
   NodeOptions decode;
   int proxy_port = 8000;
   std::string proxy_command;  // empty: kvtier-proxy beside this binary
-  std::string ucm_config;     // YAML written to {run_dir}/ucm_config.yaml; "" for none
+  // Flags appended to the proxy command (templated), e.g. "--routing prefix":
+  // a scenario changes the proxy's flags without restating its command.
+  std::string proxy_args;
+  std::string ucm_config;  // YAML written to {run_dir}/ucm_config.yaml; "" for none
   // Commands run one after the other before any service starts (templated;
   // e.g. generating a model directory every rank then shares).
   std::vector<std::string> setup;
@@ -54,6 +57,11 @@ struct ClusterPlan {
 // `bin_dir` is where kvtier's binaries are ({bin_dir} in templates).
 Result<ClusterPlan> PlanCluster(const ClusterOptions& cluster, const std::string& bin_dir,
                                 bool check_ports);
+
+// The plan as JSON ({"setup": [...], "stages": [[{label, role, command, env,
+// log, port}, ...], ...]}): what `kvtier-launch --dry-run` prints, so scripts
+// check a generated cluster file with the launcher's own validation.
+std::string PlanJson(const ClusterPlan& plan);
 
 // Runs each setup command with /bin/sh -c, output appended to log_path;
 // the first that fails is an error quoting the end of the log.

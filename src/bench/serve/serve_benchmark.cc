@@ -118,12 +118,19 @@ Result<ordered_json> RunServeBenchmark(const ServeOptions& options, std::FILE* r
       options.max_concurrency ? ordered_json(*options.max_concurrency) : ordered_json(nullptr);
 
   if (options.prefix_ratio > 0) {
+    result["prefix_ratio"] = options.prefix_ratio;
+    result["phase"] = options.phase;
+  }
+  if (options.prefix_ratio > 0 && options.phase != "test") {
     Result<ordered_json> preseed =
         RunOnePhase(options, model_name, PrefixRequests(requests, options.prefix_ratio),
                     "Pre-seed Phase", report);
     if (!preseed.ok()) return preseed.status();
-    result["prefix_ratio"] = options.prefix_ratio;
+    if (options.phase == "preseed") {  // the only phase: its metrics are the result's
+      for (const auto& [key, value] : preseed->items()) result[key] = value;
+    }
     result["preseed"] = std::move(*preseed);
+    if (options.phase == "preseed") return result;
   }
   Result<ordered_json> test = RunOnePhase(options, model_name, requests, "Test Phase", report);
   if (!test.ok()) return test.status();

@@ -65,6 +65,10 @@ void AddServeFlags(CLI::App& app, ServeOptions& o) {
   app.add_option("--prefix-ratio", o.prefix_ratio,
                  "Pre-seed phase first: each prompt's first ratio*len tokens, 1 output token")
       ->capture_default_str();
+  app.add_option("--phase", o.phase,
+                 "With --prefix-ratio: both, or only the pre-seed or the test phase (same prompts)")
+      ->check(CLI::IsMember({"both", "preseed", "test"}))
+      ->capture_default_str();
   app.add_option("--request-rate", o.request_rate_text,
                  "Requests per second ('inf': all at once; else Poisson/gamma arrivals)")
       ->capture_default_str();
@@ -103,6 +107,12 @@ Status Finalize(ServeOptions& o) {
   }
   if (!(o.prefix_ratio >= 0.0 && o.prefix_ratio < 1.0)) {
     return Status::InvalidArgument("--prefix-ratio must be in [0, 1)");
+  }
+  if (o.phase != "both" && o.phase != "preseed" && o.phase != "test") {
+    return Status::InvalidArgument("--phase must be both, preseed or test");
+  }
+  if (o.phase != "both" && o.prefix_ratio <= 0) {
+    return Status::InvalidArgument("--phase " + o.phase + " needs --prefix-ratio");
   }
   if (o.max_concurrency && *o.max_concurrency <= 0) {
     return Status::InvalidArgument("--max-concurrency must be greater than 0");

@@ -43,6 +43,9 @@ struct ServeOptions {
   int random_vocab_size = 32000;  // token ids are drawn below this
   int num_prompts = 1000;
   double prefix_ratio = 0.0;  // > 0: pre-seed phase with that share of each prompt
+  // With prefix_ratio: "both", or one phase alone ("preseed", "test"), so a
+  // caller can read the servers' counters between the two.
+  std::string phase = "both";
 
   // Traffic.
   std::string request_rate_text = "inf";

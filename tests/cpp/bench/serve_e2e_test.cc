@@ -33,6 +33,24 @@ std::vector<openai::RecordedRequest> Posts(const openai::FakeOpenAiServer& serve
   return out;
 }
 
+// Requests may finish out of order: each pre-seed prompt (max_tokens 1) must
+// be the first `prefix_len` tokens of the test prompt with its X-Request-Id.
+void ExpectPreseedPromptsArePrefixes(const std::vector<openai::RecordedRequest>& posts, size_t n,
+                                     size_t prefix_len) {
+  std::map<std::string, json> preseed, test;
+  for (const auto& p : posts) {
+    json body = json::parse(p.body);
+    (body["max_tokens"] == 1 ? preseed : test)[std::string(p.Header("X-Request-Id"))] =
+        body["prompt"];
+  }
+  ASSERT_EQ(preseed.size(), n);
+  ASSERT_EQ(test.size(), n);
+  for (auto& [id, prefix] : preseed) {
+    ASSERT_EQ(prefix.size(), prefix_len);
+    for (size_t j = 0; j < prefix_len; ++j) EXPECT_EQ(prefix[j], test[id][j]);
+  }
+}
+
 TEST(ServeBenchmark, CountsAndTimingsAgainstAKnownDelay) {
   openai::FakeOpenAiOptions fake;
   fake.first_token_delay = net::Duration(30);
@@ -91,20 +109,39 @@ TEST(ServeBenchmark, PrefixRatioRunsPreseedThenTest) {
   EXPECT_EQ((*result)["request_rate"], 200.0);
   auto posts = Posts(server);
   ASSERT_EQ(posts.size(), 24u);
-  // Requests may finish out of order; match each pre-seed prompt to the
-  // test-phase prompt with the same X-Request-Id.
-  std::map<std::string, json> preseed, test;
-  for (size_t i = 0; i < posts.size(); ++i) {
-    json body = json::parse(posts[i].body);
-    (body["max_tokens"] == 1 ? preseed : test)[std::string(posts[i].Header("X-Request-Id"))] =
-        body["prompt"];
+  ExpectPreseedPromptsArePrefixes(posts, 12, 24);
+}
+
+TEST(ServeBenchmark, EachPhaseAloneSendsThePromptsOfThatPhase) {
+  // --phase preseed then --phase test send exactly what one --prefix-ratio
+  // run sends, so a caller can read the servers' counters in between.
+  openai::FakeOpenAiServer server({});
+  ASSERT_TRUE(server.Start().ok());
+  ServeOptions o = Options(server.port());
+  o.prefix_ratio = 0.75;
+  o.phase = "preseed";
+  ASSERT_TRUE(Finalize(o).ok());
+  auto pre = RunServeBenchmark(o, nullptr);
+  ASSERT_TRUE(pre.ok()) << pre.status().ToString();
+  EXPECT_EQ((*pre)["completed"], 12);
+  EXPECT_EQ((*pre)["total_input_tokens"], 12 * 24);
+  EXPECT_EQ((*pre)["preseed"]["total_output_tokens"], 12);
+  EXPECT_EQ((*pre)["phase"], "preseed");
+  ASSERT_EQ(Posts(server).size(), 12u);
+  o.phase = "test";
+  ASSERT_TRUE(Finalize(o).ok());
+  auto test = RunServeBenchmark(o, nullptr);
+  ASSERT_TRUE(test.ok()) << test.status().ToString();
+  EXPECT_FALSE(test->contains("preseed"));
+  EXPECT_EQ((*test)["total_input_tokens"], 12 * 32);
+  auto posts = Posts(server);
+  ASSERT_EQ(posts.size(), 24u);
+  for (size_t i = 0; i < posts.size(); ++i) {  // every pre-seed request came first
+    EXPECT_EQ(json::parse(posts[i].body)["max_tokens"], i < 12 ? 1 : 4);
   }
-  ASSERT_EQ(preseed.size(), 12u);
-  ASSERT_EQ(test.size(), 12u);
-  for (auto& [id, prefix] : preseed) {
-    ASSERT_EQ(prefix.size(), 24u);
-    for (size_t j = 0; j < 24; ++j) EXPECT_EQ(prefix[j], test[id][j]);
-  }
+  ExpectPreseedPromptsArePrefixes(posts, 12, 24);
+  o.prefix_ratio = 0;
+  EXPECT_FALSE(Finalize(o).ok());  // a phase alone needs --prefix-ratio
 }
 
 TEST(ServeBenchmark, FailedRequestsAreCountedWithErrors) {

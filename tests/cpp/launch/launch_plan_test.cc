@@ -9,6 +9,8 @@
 #include <filesystem>
 #include <fstream>
 
+#include <nlohmann/json.hpp>
+
 #include "launch/command_template.h"
 #include "launch/launch_config.h"
 #include "launch/node_plan.h"
@@ -203,6 +205,48 @@ TEST(LaunchConfig, ClusterPlansEnginesThenTheProxyAndWritesTheUcmConfig) {
   std::string text((std::istreambuf_iterator<char>(ucm)), std::istreambuf_iterator<char>());
   EXPECT_NE(text.find("storage_backends: \"" + run + "/store\""), std::string::npos) << text;
   EXPECT_TRUE(std::filesystem::is_directory(run + "/store"));
+}
+
+TEST(LaunchConfig, ProxyArgsAreAppendedToTheProxyCommandAndShownInThePlanJson) {
+  const std::string run = ::testing::TempDir() + "/cluster_proxy_args";
+  auto c = ParseClusterYaml("run_dir: " + run +
+                                "\nprefill: {server_port: 9100, kv_port: 9200, command: p}\n"
+                                "decode: {server_port: 9300, kv_port: 9400, command: d}\n"
+                                "proxy: {port: 9500, args: '--routing prefix --log {run_dir}'}\n",
+                            "c.yaml");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  auto plan = PlanCluster(*c, "/bin", false);
+  ASSERT_TRUE(plan.ok()) << plan.status().ToString();
+  const std::string proxy =
+      "exec /bin/kvtier-proxy --port 9500 --prefiller-hosts 127.0.0.1 --prefiller-ports 9100 "
+      "--decoder-hosts 127.0.0.1 --decoder-ports 9300 --routing prefix --log " +
+      run;
+  EXPECT_EQ(plan->stages[1][0].command, proxy);
+  const nlohmann::json j = nlohmann::json::parse(PlanJson(*plan));
+  ASSERT_EQ(j["stages"].size(), 2u);
+  EXPECT_EQ(j["stages"][0][0]["label"], "prefill-dp0");
+  EXPECT_EQ(j["stages"][0][0]["command"], "p");
+  EXPECT_EQ(j["stages"][0][0]["env"]["KVTIER_LAUNCH_SERVER_PORT"], "9100");
+  EXPECT_EQ(j["stages"][1][0]["command"], proxy);
+  EXPECT_EQ(j["stages"][1][0]["port"], 9500);
+
+  // A given command gets the args too; a non-string is refused by name.
+  c = ParseClusterYaml("run_dir: " + run +
+                           "\nprefill: {server_port: 9100, kv_port: 9200, command: p}\n"
+                           "decode: {server_port: 9300, kv_port: 9400, command: d}\n"
+                           "proxy: {command: 'my-proxy {proxy_port}', args: '-v'}\n",
+                       "c.yaml");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  plan = PlanCluster(*c, "/bin", false);
+  ASSERT_TRUE(plan.ok()) << plan.status().ToString();
+  EXPECT_EQ(plan->stages[1][0].command, "my-proxy 8000 -v");
+  c = ParseClusterYaml(
+      "run_dir: /tmp/x\nprefill: {command: p}\ndecode: {command: d}\n"
+      "proxy: {args: [a, b]}\n",
+      "c.yaml");
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.status().message().find("c.yaml: proxy: args: expected a string"), std::string::npos)
+      << c.status().message();
 }
 
 TEST(LaunchConfig, ClusterRolesMustNotShareAPort) {

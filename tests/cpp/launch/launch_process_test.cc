@@ -324,24 +324,54 @@ TEST(LaunchProcess, ClusterStartsEnginesThenTheProxyThatRoutesToThem) {
   for (const auto& s : services) EXPECT_TRUE(Gone(s["pid"].get<pid_t>()));
 }
 
-TEST(LaunchProcess, AFailingSetupCommandStopsTheClusterBeforeAnyServiceStarts) {
+// A run directory holding cluster.yaml: one prefill and one decode fake
+// engine, one setup command, and `proxy_extra` after the proxy's port.
+std::string OneRankCluster(const std::string& name, const std::string& setup,
+                           const std::string& proxy_extra) {
   const int base = FreePortBase(6);
-  const std::string run = ::testing::TempDir() + "/launch_setup_" + std::to_string(::getpid());
+  const std::string run = ::testing::TempDir() + "/" + name + std::to_string(::getpid());
   fs::remove_all(run);
   fs::create_directories(run);
   std::ofstream(run + "/cluster.yaml")
       << "run_dir: " << run << "\n"
-      << "setup: ['echo no model here; exit 4']\n"
+      << "setup: ['" << setup << "']\n"
       << "prefill: {server_port: " << base << ", kv_port: " << base + 10 << ", command: '"
       << kEngine << "'}\n"
       << "decode: {server_port: " << base + 2 << ", kv_port: " << base + 20 << ", command: '"
       << kEngine << "'}\n"
-      << "proxy: {port: " << base + 3 << "}\n";
+      << "proxy: {port: " << base + 3 << proxy_extra << "}\n";
+  return run;
+}
+
+TEST(LaunchProcess, AFailingSetupCommandStopsTheClusterBeforeAnyServiceStarts) {
+  const std::string run = OneRankCluster("launch_setup_", "echo no model here; exit 4", "");
   Launch l({"--cluster", run + "/cluster.yaml"});
   EXPECT_EQ(l.Wait(std::chrono::seconds(20)), 1) << l.out();
   EXPECT_NE(l.out().find("exited with status 4"), std::string::npos) << l.out();
   EXPECT_NE(l.out().find("no model here"), std::string::npos) << l.out();
   EXPECT_FALSE(fs::exists(run + "/logs/prefill-dp0.log"));
+}
+
+TEST(LaunchProcess, DryRunPrintsThePlanAndStartsNothing) {
+  const std::string run =
+      OneRankCluster("launch_dry_", "touch {run_dir}/setup-ran", ", args: '--routing prefix'");
+  Launch l({"--cluster", run + "/cluster.yaml", "--dry-run"});
+  ASSERT_EQ(l.Wait(std::chrono::seconds(20)), 0) << l.out();
+  const nlohmann::json plan = nlohmann::json::parse(l.out());
+  EXPECT_EQ(plan["setup"][0], "touch " + run + "/setup-ran");
+  ASSERT_EQ(plan["stages"].size(), 2u);
+  EXPECT_EQ(plan["stages"][0][1]["label"], "decode-dp0");
+  const std::string proxy = plan["stages"][1][0]["command"];
+  EXPECT_NE(proxy.find("--routing prefix"), std::string::npos) << proxy;
+  EXPECT_FALSE(fs::exists(run + "/setup-ran"));
+  EXPECT_FALSE(fs::exists(run + "/logs/prefill-dp0.log"));
+  EXPECT_FALSE(fs::exists(l.ready()));
+
+  // A bad file fails the dry run as it fails a real one.
+  std::ofstream(run + "/bad.yaml") << "run_dir: " << run << "\nprefill: {command: x}\n";
+  Launch bad({"--cluster", run + "/bad.yaml", "--dry-run"});
+  EXPECT_EQ(bad.Wait(std::chrono::seconds(20)), 2) << bad.out();
+  EXPECT_NE(bad.out().find("decode: required"), std::string::npos) << bad.out();
 }
 
 }  // namespace
