@@ -140,7 +140,8 @@ def serve(port: int, args, result: Path) -> dict:
            "--random-input-len", str(args.input_len), "--random-output-len",
            str(args.output_len), "--num-prompts", str(args.num_prompts), "--max-concurrency",
            "1", "--random-vocab-size", "4000", "--seed", str(args.seed), "--ignore-eos",
-           "--disable-tqdm", "--save-result", "--result-dir", str(result.parent),
+           "--disable-tqdm", "--percentile-metrics", "ttft,tpot,itl,e2el", "--save-result",
+           "--result-dir", str(result.parent),
            "--result-filename", result.name]
     log("  " + shlex.join(cmd))
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
@@ -301,7 +302,12 @@ def markdown(rows: dict[str, dict], base: dict, results: list, command: str, arg
         lines.append(f"Store P->D per request: save on the prefill rank {st['save_s'] * 1e3:.1f} "
                      f"ms + load on the decode rank {st['load_s'] * 1e3:.1f} ms; the decode rank "
                      f"computed {st['decode_computed_tokens'] / max(st['completed'], 1):.0f} "
-                     "prompt tokens per request (the last partial block).")
+                     "prompt tokens per request (the last partial block). In layerwise mode "
+                     "the save time spans the prefill forward (layer 0's shard is dumped as "
+                     "soon as it is computed), so it overstates what the transfer adds; "
+                     f"the decode load alone moves {st['transfer_bytes'] / 1e6:.1f} MB in "
+                     f"{st['load_s'] * 1e3:.1f} ms "
+                     f"({st['transfer_bytes'] / max(st['load_s'], 1e-9) / 1e9:.2f} GB/s).")
     lines += ["", "Checks (from the engines' own counters and the targets):", ""]
     lines += [f"- {'PASS' if ok else 'FAIL'}: {text}" for ok, text in results]
     return "\n".join(lines) + "\n"
