@@ -50,17 +50,19 @@ def loads(engine: Engine, since: int) -> list[tuple[int, int]]:
     return [(int(n), int(f)) for n, f in LOADED.findall(text)]
 
 
-@pytest.fixture(scope="module")
-def engines(tmp_path_factory):
-    work = tmp_path_factory.mktemp("hetero-tp")
+def engine_pair(tmp_path_factory, name: str, nixl: bool = False):
+    """The body of a module-scoped fixture: a TP1 and a TP2 engine on one store
+    with the same seeded weights (with NIXL beside kvtier if `nixl`)."""
+    work = tmp_path_factory.mktemp(name)
     model = make_weights(make_model(work / "model"))
     ucm = work / "ucm_config.yaml"
     ucm.write_text(UCM_YAML.format(root=work / "store", layerwise="true"))
     tp1 = Engine("tp1", model, ucm, work / "tp1.log", port=free_port(),
-                 load_format="safetensors")
+                 load_format="safetensors", nixl_port=free_port() if nixl else None)
     # One OpenMP thread per rank, each on its own core.
     tp2 = Engine("tp2", model, ucm, work / "tp2.log", tp=2, port=free_port(),
-                 load_format="safetensors", env={"VLLM_CPU_OMP_THREADS_BIND": "0|1"})
+                 load_format="safetensors", env={"VLLM_CPU_OMP_THREADS_BIND": "0|1"},
+                 nixl_port=free_port() if nixl else None)
     try:
         for e in (tp1, tp2):
             e.wait_ready(timeout=900)
@@ -68,6 +70,11 @@ def engines(tmp_path_factory):
     finally:
         for e in (tp1, tp2):
             e.stop()
+
+
+@pytest.fixture(scope="module")
+def engines(tmp_path_factory):
+    yield from engine_pair(tmp_path_factory, "hetero-tp")
 
 
 def test_tp2_engine_loads_what_a_tp1_engine_computed(engines):

@@ -22,10 +22,9 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "deploy" / "vllm"))
-from e2e_flow import UCM_YAML, Engine  # noqa: E402
-from make_model import make_model, make_weights  # noqa: E402
+from e2e_flow import Engine  # noqa: E402
 from pd_cluster import decode_leg, prefill_leg  # noqa: E402
-from test_hetero_tp_engines import HITS, LOCAL_HITS, free_port, prompt  # noqa: E402
+from test_hetero_tp_engines import HITS, LOCAL_HITS, engine_pair, prompt  # noqa: E402
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(
     os.environ.get("KVTIER_E2E_NIXL_HETERO") != "1",
@@ -35,23 +34,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def engines(tmp_path_factory):
-    work = tmp_path_factory.mktemp("hetero-tp-nixl")
-    model = make_weights(make_model(work / "model"))
-    ucm = work / "ucm_config.yaml"
-    ucm.write_text(UCM_YAML.format(root=work / "store", layerwise="true"))
-    tp1 = Engine("tp1", model, ucm, work / "tp1.log", port=free_port(),
-                 load_format="safetensors", nixl_port=free_port())
-    # One OpenMP thread per rank, each on its own core.
-    tp2 = Engine("tp2", model, ucm, work / "tp2.log", tp=2, port=free_port(),
-                 load_format="safetensors", env={"VLLM_CPU_OMP_THREADS_BIND": "0|1"},
-                 nixl_port=free_port())
-    try:
-        for e in (tp1, tp2):
-            e.wait_ready(timeout=900)
-        yield tp1, tp2
-    finally:
-        for e in (tp1, tp2):
-            e.stop()
+    yield from engine_pair(tmp_path_factory, "hetero-tp-nixl", nixl=True)
 
 
 def scratch_tp1(tp1: Engine, text: str, max_tokens: int = 8) -> str:
