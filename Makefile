@@ -8,6 +8,10 @@ BUILD_TYPE ?= RelWithDebInfo
 # ccache, where installed, makes rebuilds of unchanged files free; optional.
 CCACHE := $(shell command -v ccache 2>/dev/null)
 LAUNCHER := $(if $(CCACHE),-DCMAKE_C_COMPILER_LAUNCHER=$(CCACHE) -DCMAKE_CXX_COMPILER_LAUNCHER=$(CCACHE))
+# Paths relative to the checkout in ccache's hash, so a fresh clone elsewhere
+# (CI) reuses what an earlier build compiled.
+export CCACHE_BASEDIR := $(CURDIR)
+export CCACHE_NOHASHDIR := 1
 
 .PHONY: setup build test test-cpp test-python test-asan demo bench bench-seed format clean
 

@@ -10,7 +10,7 @@ APT_PACKAGES=(
   libgtest-dev libgmock-dev
   libyaml-cpp-dev nlohmann-json3-dev libspdlog-dev libfmt-dev libcli11-dev
   liburing-dev libxxhash-dev libboost-dev libsimdjson-dev
-  nginx-light curl
+  nginx-light curl ccache
 )
 
 missing=()

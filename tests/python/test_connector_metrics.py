@@ -100,6 +100,11 @@ def test_hits_loads_and_saves_reach_vllms_prometheus_registry(model_dir, tmp_pat
         assert value("vllm:kvtier_writeback_pending_blocks", 0, **r) == 0  # event sync
         assert value("vllm:kvtier_used_bytes", 0, tier="cache", **r) >= 5 * block_bytes
         assert value("vllm:kvtier_load_blocks_total", 0, **r) is None  # nothing loaded
+        assert value("vllm:kvtier_save_stall_seconds_count", 0, **r) >= 1
+        # Each tier's I/O: the bytes copied into DRAM and written back to Posix, timed.
+        for tier in ("cache", "posix"):
+            assert value("vllm:kvtier_tier_save_bytes_total", 0, tier=tier, **r) == 5 * block_bytes
+            assert value("vllm:kvtier_tier_save_seconds_total", 0, tier=tier, **r) > 0
         for engine, tier in ((1, "posix"), (2, "cache")):
             # Hits are whole blocks, one block left to compute: 4 of 5.
             assert value("vllm:kvtier_tier_hit_blocks_total", engine, tier=tier, **r) == 4
@@ -107,6 +112,10 @@ def test_hits_loads_and_saves_reach_vllms_prometheus_registry(model_dir, tmp_pat
             assert value("vllm:kvtier_load_blocks_total", engine, **r) == 4
             assert value("vllm:kvtier_load_bytes_total", engine, **r) == 4 * block_bytes
             assert value("vllm:kvtier_load_time_seconds_count", engine, **r) == 1
+            assert value("vllm:kvtier_load_stall_seconds_count", engine, **r) == 1
+            assert value("vllm:kvtier_tier_load_bytes_total", engine, tier=tier,
+                         **r) == 4 * block_bytes
+            assert value("vllm:kvtier_tier_load_seconds_total", engine, tier=tier, **r) > 0
             assert value("vllm:kvtier_load_errors_total", engine, **r) in (None, 0)
         assert value("vllm:kvtier_tier_hit_blocks_total", 1, tier="cache", **r) == 0
         assert value("vllm:kvtier_tier_hit_blocks_total", 2, tier="posix", **r) == 0

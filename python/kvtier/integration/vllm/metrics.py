@@ -91,6 +91,15 @@ SERIES = (
            "Blocks of this rank's slice loaded, by the store tier that served them "
            "(cache: the worker's DRAM, posix: the shared directory)."),
     Series("tier_hit_tokens", "counter", "tier", "Tokens of tier_hit_blocks."),
+    Series("tier_load_bytes", "counter", "tier", "Bytes this rank's store read from the tier."),
+    Series("tier_load_seconds", "counter", "tier",
+           "Seconds this rank's store spent reading them (summed over its I/O threads: "
+           "tier_load_bytes / this is the tier's read rate, overlap with the forward aside)."),
+    Series("tier_save_bytes", "counter", "tier",
+           "Bytes this rank's store wrote into the tier (cache: copied out of the KV cache; "
+           "posix: block files written back)."),
+    Series("tier_save_seconds", "counter", "tier",
+           "Seconds this rank's store spent writing them (summed over its I/O threads)."),
     Series("load_blocks", "counter", "rank", "Blocks this rank loaded (including failed)."),
     Series("load_bytes", "counter", "rank", "Bytes this rank loaded into vLLM's KV cache."),
     Series("load_errors", "counter", "rank",
@@ -109,6 +118,12 @@ SERIES = (
     Series("save_time_seconds", "histogram", "rank",
            "Time of one step's save, from the first dump to the end of wait_for_save "
            "(with enable_event_sync: the write-back flush included)."),
+    Series("load_stall_seconds", "histogram", "rank",
+           "Time one step's forward was blocked waiting for kvtier's loads (whole-block: the "
+           "load; layerwise: the waits for layers not yet arrived)."),
+    Series("save_stall_seconds", "histogram", "rank",
+           "Time one step was blocked in wait_for_save (dumps still copying out of the KV "
+           "cache, and with enable_event_sync the write-back flush)."),
     Series("writeback_pending_blocks", "gauge", "rank",
            "Blocks in this rank's DRAM tier not yet written back to the Posix tier."),
     Series("used_bytes", "gauge", "tier",
@@ -120,10 +135,12 @@ BY_KEY = {s.key: s for s in SERIES}
 
 # The flat keys each half adds to (load_s/save_s: seconds of the interval's loads/saves).
 ENGINE_COUNTERS = tuple(s.key for s in SERIES if s.scope == "engine")
-RANK_COUNTERS = ("load_blocks", "load_bytes", "load_s", "load_errors", "save_blocks",
-                 "save_bytes", "save_s", "save_dropped_blocks", "cancelled_tasks")
+RANK_COUNTERS = ("load_blocks", "load_bytes", "load_s", "load_stall_s", "load_errors",
+                 "save_blocks", "save_bytes", "save_s", "save_stall_s", "save_dropped_blocks",
+                 "cancelled_tasks")
 COUNTERS = ENGINE_COUNTERS + RANK_COUNTERS
-_TIMES = {"load_s": "load_time_seconds", "save_s": "save_time_seconds"}
+_TIMES = {"load_s": "load_time_seconds", "save_s": "save_time_seconds",
+          "load_stall_s": "load_stall_seconds", "save_stall_s": "save_stall_seconds"}
 
 
 def rank_key(tp_rank: int, pp_rank: int) -> str:
@@ -213,11 +230,15 @@ class StoreSampler:
     Evictions count store blocks (head units).
     """
 
+    # The store's cumulative per-tier counters sent as per-interval deltas.
+    _DELTAS = ("tier_hit_blocks", "evictions", "tier_load_bytes", "tier_load_seconds",
+               "tier_save_bytes", "tier_save_seconds")
+
     def __init__(self, store: "kvtier.Store", block_size: int, units: int = 1):
         self._store = store
         self._block_size = block_size
         self._block_bytes = store.layout.block_bytes * units
-        self._last = {t: {"hit_blocks": 0, "evictions": 0} for t in TIERS}
+        self._last = {t: dict.fromkeys(self._DELTAS, 0) for t in TIERS}
         self._last_gauges: dict[str, Any] | None = None
 
     def sample(self) -> dict[str, Any]:
@@ -226,16 +247,17 @@ class StoreSampler:
             s = self._store.stats()
         except ValueError:  # closed (shutdown)
             return {}
-        out: dict[str, Any] = {}
-        for key in ("tier_hit_blocks", "tier_hit_tokens", "evictions"):
-            out[key] = {}
+        out: dict[str, Any] = {key: {} for key in self._DELTAS}
+        out["tier_hit_tokens"] = {}
         for t in TIERS:
-            now = {"hit_blocks": s[t]["load_bytes"] // self._block_bytes
-                   if self._block_bytes else 0, "evictions": s[t]["evictions"]}
-            hits = now["hit_blocks"] - self._last[t]["hit_blocks"]
-            out["tier_hit_blocks"][t] = hits
-            out["tier_hit_tokens"][t] = hits * self._block_size
-            out["evictions"][t] = now["evictions"] - self._last[t]["evictions"]
+            now = {"tier_hit_blocks": s[t]["load_bytes"] // self._block_bytes
+                   if self._block_bytes else 0, "evictions": s[t]["evictions"],
+                   "tier_load_bytes": s[t]["load_bytes"], "tier_save_bytes": s[t]["dump_bytes"],
+                   "tier_load_seconds": s[t]["load_ns"] / 1e9,
+                   "tier_save_seconds": s[t]["dump_ns"] / 1e9}
+            for key in self._DELTAS:
+                out[key][t] = now[key] - self._last[t][key]
+            out["tier_hit_tokens"][t] = out["tier_hit_blocks"][t] * self._block_size
             self._last[t] = now
         changed = any(v for key in out for v in out[key].values())
         gauges = {"writeback_pending_blocks": s["writeback_pending"],
@@ -276,8 +298,10 @@ class KvTierCounters:
             # One observation per step: a worker's interval is one step.
             if d["load_blocks"]:
                 values["load_time_seconds"] = [d["load_s"]]
+                values["load_stall_seconds"] = [d["load_stall_s"]]
             if d["save_blocks"]:
                 values["save_time_seconds"] = [d["save_s"]]
+                values["save_stall_seconds"] = [d["save_stall_s"]]
             if self._sampler is not None:
                 values.update(self._sampler.sample())
             if values:

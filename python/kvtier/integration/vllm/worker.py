@@ -139,6 +139,15 @@ class KvTierConnectorWorker:
         tasks = self._load_tasks.pop(key, None)
         if tasks is None:
             return
+        t0 = time.perf_counter()
+        try:
+            self._wait_load_tasks(tasks)
+        finally:
+            self.stats.data["load_stall_s"] += time.perf_counter() - t0
+        if not self._load_tasks:
+            self._finish_load()
+
+    def _wait_load_tasks(self, tasks: list[tuple[int, list[bytes]]]) -> None:
         failed: set[bytes] = set()
         # The units of one layer (or of the whole block) share one timeout.
         deadline = time.monotonic() + self._s.task_timeout_s
@@ -161,8 +170,6 @@ class KvTierConnectorWorker:
                                len(bad - self._load_errors))
             self._load_errors |= bad
             self._step_failed |= bad
-        if not self._load_tasks:
-            self._finish_load()
 
     def _finish_load(self) -> None:
         n = self._load_count
@@ -171,9 +178,10 @@ class KvTierConnectorWorker:
         self.stats.data["load_blocks"] += n
         self.stats.data["load_bytes"] += nbytes
         self.stats.data["load_s"] += dt
-        logger.info("kvtier: loaded %d blocks (%.1f MB) in %.1f ms (%.2f GB/s), %d failed", n,
-                    nbytes / 1e6, dt * 1e3, nbytes / dt / 1e9 if dt > 0 else 0.0,
-                    len(self._load_errors))
+        logger.info("kvtier: loaded %d blocks (%.1f MB) in %.1f ms (%.2f GB/s), %d failed, "
+                    "forward blocked %.1f ms", n, nbytes / 1e6, dt * 1e3,
+                    nbytes / dt / 1e9 if dt > 0 else 0.0, len(self._load_errors),
+                    self.stats.data["load_stall_s"] * 1e3)
         self._load_block_of, self._load_count = {}, 0
 
     def wait_for_layer_load(self, layer_name: str) -> None:
@@ -238,6 +246,7 @@ class KvTierConnectorWorker:
             self._dump(ready, 0)
         if not self._save_tasks:
             return
+        t0 = time.perf_counter()
         # A dump is done once its bytes are copied out of the KV cache, so the
         # blocks may be reused by vLLM after this returns.
         for task in self._save_tasks:
@@ -258,12 +267,15 @@ class KvTierConnectorWorker:
                 self.store.flush(self._s.task_timeout_s)
             except (TimeoutError, kvtier.KvtierError) as e:
                 logger.error("kvtier: flush failed: %s", e)
-        dt = time.perf_counter() - self._save_started
+        now = time.perf_counter()
+        dt = now - self._save_started
+        self.stats.data["save_stall_s"] += now - t0
         n, self._saved_blocks = self._saved_blocks, 0
         self.stats.data["save_blocks"] += n
         self.stats.data["save_bytes"] += n * len(self._units) * self.store.layout.block_bytes
         self.stats.data["save_s"] += dt
-        logger.debug("kvtier: saved %d blocks in %.1f ms", n, dt * 1e3)
+        logger.debug("kvtier: saved %d blocks in %.1f ms (%.1f ms blocked in wait_for_save)", n,
+                     dt * 1e3, (now - t0) * 1e3)
 
     def _cancel(self, task: int, what: str) -> None:
         """Cancels a task that timed out; returns once it no longer touches the
