@@ -48,6 +48,22 @@ def free_ports(n: int) -> list[int]:
 _next_port = 20000 + (os.getpid() % 500) * 20
 
 
+def group_thread_cpu_s(pgid: int) -> dict[tuple[str, str], float]:
+    """CPU seconds used so far by every thread of process group `pgid`."""
+    hz = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[2]) != pgid:
+                continue
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                f = open(f"/proc/{pid}/task/{tid}/stat").read().rsplit(")", 1)[1].split()
+                out[(pid, tid)] = (int(f[11]) + int(f[12])) / hz
+        except OSError:  # the process or thread ended meanwhile
+            continue
+    return out
+
+
 def words(n: int, start: int = 10) -> str:
     return " ".join(f"w{start + i}" for i in range(n))
 
@@ -108,12 +124,24 @@ class Cluster:
             self.proc.send_signal(signal.SIGTERM)
             self.proc.wait(timeout=60)
 
+    def pid(self, port: int) -> int:
+        """The launcher's child serving `port` (its process group's leader)."""
+        services = json.loads(self.ready.read_text())["services"]
+        return next(s["pid"] for s in services if s["port"] == port)
+
+    def busiest_thread_cores(self, port: int, seconds: float = 3.0) -> float:
+        """The largest share of a core one thread of the rank on `port` (any
+        process of its group: API server, engine core, workers) used over
+        `seconds`."""
+        before = group_thread_cpu_s(self.pid(port))
+        time.sleep(seconds)
+        after = group_thread_cpu_s(self.pid(port))
+        return max((after[t] - before.get(t, 0.0)) / seconds for t in after)
+
     def kill(self, port: int) -> None:
         """SIGKILL the rank serving `port`, with its engine-core and workers
         (each rank runs in its own process group)."""
-        services = json.loads(self.ready.read_text())["services"]
-        pid = next(s["pid"] for s in services if s["port"] == port)
-        os.killpg(pid, signal.SIGKILL)
+        os.killpg(self.pid(port), signal.SIGKILL)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:

@@ -45,6 +45,14 @@ def test_a_repeated_prefix_hits_on_whichever_prefill_rank_the_proxy_picks(cluste
     check_a_repeated_prefix_hits_on_any_prefill_rank(cluster)
 
 
+def test_idle_nixl_ranks_do_not_busy_poll_a_core(cluster):
+    # NIXL's progress thread polls without pause in vLLM's own class (a
+    # thread at 100% of a core per rank); kvtier's NixlConnector paces it
+    # (KVTIER_NIXL_PROGRESS_DELAY_US in the cluster file).
+    for port in cluster.prefill + cluster.decode:
+        assert cluster.busiest_thread_cores(port) < 0.3, port
+
+
 def test_a_prefill_rank_killed_after_its_answer_fails_or_recomputes_but_never_hangs(cluster):
     prompt = words(300, start=5000)
     status, answer = cluster.post(cluster.prefill[1], prefill_leg(prompt))

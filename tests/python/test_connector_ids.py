@@ -52,7 +52,7 @@ def test_salt_none_string_misses_the_unsalted_tenant(engine):
     sched_c, worker_c = engine(seed=3)
     sched_c.add_request(request(PROMPT))
     out, _ = run_step(sched_c, worker_c)
-    assert len(out.kv_connector_metadata.load_ids) == 3
+    assert len(out.kv_connector_metadata.load_ids) == 4
 
 
 def image(offset, identifier):
@@ -70,7 +70,7 @@ def test_multimodal_and_embedding_prompts_are_refused(engine):
     run_until_done(sched_a, worker_a)
     sched_b, _ = engine(seed=2)
     conn = sched_b.connector
-    assert conn.get_num_new_matched_tokens(request(PROMPT), 0) == (48, False)  # the text hits
+    assert conn.get_num_new_matched_tokens(request(PROMPT), 0) == (63, False)  # the text hits
     with_image = request(PROMPT)
     with_image.mm_features = [image(16, "cat-image")]
     mixed = request(PROMPT)  # token ids and embeddings interleaved (vLLM's mixed mode)
@@ -105,7 +105,7 @@ def test_waiting_request_lookups_count_once(engine):
         sched_b.connector.get_num_new_matched_tokens(r, 0)
     run_step(sched_b, worker_b)
     stats = connector_stats(sched_b)
-    assert stats["hit_blocks"] == 3 and stats["lookup_blocks"] == 4
+    assert stats["hit_blocks"] == 4 and stats["lookup_blocks"] == 4
 
 
 def test_dram_only_pipeline_is_rejected(model_dir, tmp_path):

@@ -106,15 +106,15 @@ def test_hits_loads_and_saves_reach_vllms_prometheus_registry(model_dir, tmp_pat
             assert value("vllm:kvtier_tier_save_bytes_total", 0, tier=tier, **r) == 5 * block_bytes
             assert value("vllm:kvtier_tier_save_seconds_total", 0, tier=tier, **r) > 0
         for engine, tier in ((1, "posix"), (2, "cache")):
-            # Hits are whole blocks, one block left to compute: 4 of 5.
-            assert value("vllm:kvtier_tier_hit_blocks_total", engine, tier=tier, **r) == 4
-            assert value("vllm:kvtier_tier_hit_tokens_total", engine, tier=tier, **r) == 4 * BS
-            assert value("vllm:kvtier_load_blocks_total", engine, **r) == 4
-            assert value("vllm:kvtier_load_bytes_total", engine, **r) == 4 * block_bytes
+            # Every block of the prompt hits (vLLM computes its last token again).
+            assert value("vllm:kvtier_tier_hit_blocks_total", engine, tier=tier, **r) == 5
+            assert value("vllm:kvtier_tier_hit_tokens_total", engine, tier=tier, **r) == 5 * BS
+            assert value("vllm:kvtier_load_blocks_total", engine, **r) == 5
+            assert value("vllm:kvtier_load_bytes_total", engine, **r) == 5 * block_bytes
             assert value("vllm:kvtier_load_time_seconds_count", engine, **r) == 1
             assert value("vllm:kvtier_load_stall_seconds_count", engine, **r) == 1
             assert value("vllm:kvtier_tier_load_bytes_total", engine, tier=tier,
-                         **r) == 4 * block_bytes
+                         **r) == 5 * block_bytes
             assert value("vllm:kvtier_tier_load_seconds_total", engine, tier=tier, **r) > 0
             assert value("vllm:kvtier_load_errors_total", engine, **r) in (None, 0)
         assert value("vllm:kvtier_tier_hit_blocks_total", 1, tier="cache", **r) == 0
@@ -123,11 +123,11 @@ def test_hits_loads_and_saves_reach_vllms_prometheus_registry(model_dir, tmp_pat
     assert value("vllm:kvtier_hit_blocks_total", 0) is None
     for engine in (1, 2):
         assert value("vllm:kvtier_lookup_blocks_total", engine) == 5
-        assert value("vllm:kvtier_hit_blocks_total", engine) == 4
-        assert value("vllm:kvtier_hit_tokens_total", engine) == 4 * BS
+        assert value("vllm:kvtier_hit_blocks_total", engine) == 5
+        assert value("vllm:kvtier_hit_tokens_total", engine) == 5 * BS - 1
     # The log line's interval: engine 1's loads, summed over both ranks.
     reduced = loggers[1].kv_connector_logging.transfer_stats_accumulator.reduce()
-    assert reduced["kvtier_hit_blocks"] == 4 and reduced["kvtier_load_blocks"] == 2 * 4
+    assert reduced["kvtier_hit_blocks"] == 5 and reduced["kvtier_load_blocks"] == 2 * 5
 
 
 def test_aggregate_per_rank():

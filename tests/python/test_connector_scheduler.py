@@ -2,9 +2,10 @@
 connector over real KV tensors, so saved blocks really are in the store)."""
 
 import pytest
+import torch
 from vllm.v1.request import RequestStatus
 
-from vllm_harness import (Worker, kv_cache_config, request, run_step, run_until_done,
+from vllm_harness import (LAYERS, Worker, kv_cache_config, request, run_step, run_until_done,
                           scheduler, ucm_settings, vllm_config)
 
 BS = 16
@@ -61,17 +62,30 @@ def test_second_engine_hits_shared_prefix(engine):
     assert sched_b.connector.num_tracked_requests() == 0
 
 
-def test_full_prompt_hit_leaves_a_block_to_compute(engine):
-    sched_a, worker_a = engine()
+def test_full_prompt_hit_loads_every_block_and_computes_only_the_last_token(model_dir, tmp_path):
+    # A prompt of whole blocks, all stored (a decode rank loading what a
+    # prefill rank saved): every block loads, the last token is computed
+    # again for the logits, and the KV equals a from-scratch run's.
+    cfg = vllm_config(model_dir, ucm_settings(tmp_path / "store"), block_size=BS)
+    kcc = kv_cache_config(cfg, 64)
     prompt = list(range(10, 74))  # exactly 4 blocks
-    sched_a.add_request(request(prompt))
-    run_until_done(sched_a, worker_a)
-    sched_b, worker_b = engine(seed=3)
-    r = request(prompt)
-    sched_b.add_request(r)
-    out, _ = run_step(sched_b, worker_b)
-    assert len(out.kv_connector_metadata.load_ids) == 3
-    assert out.num_scheduled_tokens[r.request_id] == BS
+
+    def prefill(worker, **kw):
+        sched = scheduler(cfg, kcc)
+        r = request(prompt, **kw)
+        sched.add_request(r)
+        out, _ = run_step(sched, worker)
+        return out, r, sched.kv_cache_manager.get_block_ids(r.request_id)[0]
+
+    prefill(Worker(cfg, kcc, seed=1, computes=True))  # computes and saves the 4 blocks
+    out, r, table = prefill(b := Worker(cfg, kcc, seed=3, computes=True))
+    assert len(out.kv_connector_metadata.load_ids) == 4
+    assert out.num_scheduled_tokens[r.request_id] == 1
+    _, _, ref_table = prefill(ref := Worker(cfg, kcc, seed=5, computes=True),
+                              cache_salt="from scratch")  # misses: computes all 64
+    for layer in LAYERS:
+        for blk, ref_blk in zip(table, ref_table):
+            assert torch.equal(b.block(layer, blk), ref.block(layer, ref_blk)), (layer, blk)
 
 
 def test_consumer_loads_but_never_saves(engine):

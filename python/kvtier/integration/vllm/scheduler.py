@@ -2,12 +2,12 @@
 
 Contract: for each waiting request, ``get_num_new_matched_tokens`` says how
 many tokens past vLLM's own prefix-cache hit the store can serve (whole
-blocks, at least one block left to compute); ``build_connector_meta`` tells the
-workers, every step, which blocks to load (the hits just allocated) and which
-to save (prompt blocks that become full this step, so chunked prefill saves as
-it goes). A hit means every head unit of every stage is stored. When vLLM
-rolls a request back to recompute a failed load, the blocks from there are
-saved again.
+blocks, less the request's last token, which vLLM computes: hit_tokens);
+``build_connector_meta`` tells the workers, every step, which blocks to load
+(the hits just allocated) and which to save (prompt blocks that become full
+this step, so chunked prefill saves as it goes). A hit means every head unit
+of every stage is stored. When vLLM rolls a request back to recompute a
+failed load, the blocks from there are saved again.
 Requests whose KV the ids cannot key (multimodal, prompt embeddings) are
 refused. Per-request state lives from the first lookup to finish or abort.
 The scheduler's store is lookup-only: it sees the Posix tier shared by every
@@ -69,6 +69,25 @@ def unsupported_reason(request: "Request") -> str | None:
     return None
 
 
+def hit_tokens(store_blocks: int, num_tokens: int, block_size: int) -> int:
+    """Tokens of a request's leading `store_blocks` stored blocks it need not
+    compute: all of them but the request's last token, which vLLM computes
+    for its logits.
+
+    So where the store holds the block of that last token (a prompt of whole
+    blocks, e.g. a decode rank loading what a prefill rank saved), that block
+    is loaded too and only the last token is computed again (its KV
+    overwrites that slot of the loaded block). vLLM's own prefix cache
+    recomputes that whole block instead."""
+    return min(store_blocks * block_size, num_tokens - 1)
+
+
+def blocks_loaded(first: int, num_external_tokens: int, block_size: int) -> int:
+    """Blocks a load of `num_external_tokens` from block `first` on covers
+    (the last one partly computed again, see hit_tokens)."""
+    return -(-(first * block_size + num_external_tokens) // block_size) - first
+
+
 class KvTierConnectorScheduler:
     """Lookups and per-step load/save plans for one engine's scheduler."""
 
@@ -106,10 +125,8 @@ class KvTierConnectorScheduler:
         st.saved = max(st.saved, st.store_blocks)
         if not self._s.do_load:
             return 0, False
-        # Hits are whole blocks and leave at least one token (a whole block
-        # here, as vLLM's own prefix cache does) to compute for the logits.
-        hit_blocks = min(st.store_blocks, (request.num_tokens - 1) // bs)
-        return max(0, hit_blocks * bs - num_computed_tokens), False
+        return max(0, hit_tokens(st.store_blocks, request.num_tokens, bs)
+                   - num_computed_tokens), False
 
     def _lookup(self, ids: list[bytes]) -> int:
         """Leading blocks of `ids` that every rank can load: every head unit
@@ -132,14 +149,14 @@ class KvTierConnectorScheduler:
         st.block_table = list(blocks.get_block_ids()[0])
         # Once per scheduling (a preempted request is looked up again when resumed).
         self.stats.data["lookup_blocks"] += len(st.ids) - st.local_blocks
-        self.stats.data["hit_blocks"] += num_external_tokens // self._s.block_size
+        loaded = blocks_loaded(st.local_blocks, num_external_tokens, self._s.block_size)
+        self.stats.data["hit_blocks"] += loaded
         self.stats.data["hit_tokens"] += num_external_tokens
         logger.info("kvtier: request %s: %d prompt tokens, %d hit in vLLM's cache, %d to load "
                     "from kvtier", request.request_id, st.prompt_len,
                     st.local_blocks * self._s.block_size, num_external_tokens)
         if num_external_tokens > 0:
-            first = st.local_blocks
-            st.pending_load = (first, first + num_external_tokens // self._s.block_size)
+            st.pending_load = (st.local_blocks, st.local_blocks + loaded)
 
     def build_connector_meta(self, scheduler_output: "SchedulerOutput") -> UCMConnectorMetadata:
         meta = UCMConnectorMetadata()
