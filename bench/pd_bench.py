@@ -387,8 +387,9 @@ def markdown(rows: dict[str, dict], base: dict, results: list, command: str, arg
             f"were {st['save_span_s'] * 1e3:.0f} ms (save) and {st['load_span_s'] * 1e3:.0f} "
             f"ms (load), set by the forwards' pace. The decode rank computed "
             f"{st['decode_computed_tokens'] / max(st['completed'], 1):.0f} prompt tokens per "
-            "request (the prompt's last block: vLLM leaves at least one token to compute, and "
-            "kvtier stores whole blocks).")
+            "request: vLLM computes at least the last token, for the logits; with a prompt of "
+            "whole blocks kvtier loads every block and that token is all that is left "
+            "(otherwise the last partial block is).")
     lines += ["", "Checks (from the engines' own counters and the targets):", ""]
     lines += [f"- {'PASS' if ok else 'FAIL'}: {text}" for ok, text in results]
     return "\n".join(lines) + "\n"
@@ -423,11 +424,6 @@ def main() -> int:
     base = {"bytes": nbytes, "memcpy_s": memcpy_s(nbytes), "tcp_s": tcp_loopback_s(nbytes)}
     base["memcpy_gbps"], base["tcp_gbps"] = nbytes / base["memcpy_s"] / 1e9, nbytes / base[
         "tcp_s"] / 1e9
-    for r in rows.values():
-        if r.get("transfer_s"):
-            r["gbps"] = r["transfer_bytes"] / r["transfer_s"] / 1e9
-            r["vs_tcp"], r["vs_memcpy"] = r["gbps"] / base["tcp_gbps"], r["gbps"] / base[
-                "memcpy_gbps"]
     if "store" in rows:
         # The store's path alone, for the bytes a decode rank loads, with the
         # deployment's geometry: one head unit's shard of one layer (K and V
@@ -437,6 +433,11 @@ def main() -> int:
         st = rows["store"]
         st["transfer_s"] = store_transfer_s(int(st["transfer_bytes"]), 2 * BLOCK * head_dim * 4,
                                             cfg["num_hidden_layers"])
+    for r in rows.values():
+        if r.get("transfer_s"):
+            r["gbps"] = r["transfer_bytes"] / r["transfer_s"] / 1e9
+            r["vs_tcp"], r["vs_memcpy"] = r["gbps"] / base["tcp_gbps"], r["gbps"] / base[
+                "memcpy_gbps"]
     results = checks(rows, args)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "pd_bench.json").write_text(json.dumps(

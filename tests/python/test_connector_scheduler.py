@@ -62,11 +62,13 @@ def test_second_engine_hits_shared_prefix(engine):
     assert sched_b.connector.num_tracked_requests() == 0
 
 
-def test_full_prompt_hit_loads_every_block_and_computes_only_the_last_token(model_dir, tmp_path):
+@pytest.mark.parametrize("layerwise", [False, True], ids=["whole-block", "layerwise"])
+def test_full_prompt_hit_loads_every_block_and_computes_only_the_last_token(model_dir, tmp_path,
+                                                                            layerwise):
     # A prompt of whole blocks, all stored (a decode rank loading what a
     # prefill rank saved): every block loads, the last token is computed
     # again for the logits, and the KV equals a from-scratch run's.
-    cfg = vllm_config(model_dir, ucm_settings(tmp_path / "store"), block_size=BS)
+    cfg = vllm_config(model_dir, ucm_settings(tmp_path / "store", layerwise), block_size=BS)
     kcc = kv_cache_config(cfg, 64)
     prompt = list(range(10, 74))  # exactly 4 blocks
 
@@ -81,6 +83,8 @@ def test_full_prompt_hit_loads_every_block_and_computes_only_the_last_token(mode
     out, r, table = prefill(b := Worker(cfg, kcc, seed=3, computes=True))
     assert len(out.kv_connector_metadata.load_ids) == 4
     assert out.num_scheduled_tokens[r.request_id] == 1
+    # The worker loads that block whole before the forward writes its last slot.
+    assert out.kv_connector_metadata.written_loads == [table[3]]
     _, _, ref_table = prefill(ref := Worker(cfg, kcc, seed=5, computes=True),
                               cache_salt="from scratch")  # misses: computes all 64
     for layer in LAYERS:

@@ -51,6 +51,32 @@ def test_save_then_load_into_other_blocks(pair):
     assert stats["kvtier_load_blocks"] == 4 and stats["kvtier_load_errors"] == 0
 
 
+def test_blocks_the_step_writes_are_loaded_before_the_forward(pair):
+    # The block of a request's last token is loaded and that token computed
+    # again: vLLM writes a layer's new KV before it waits for that layer's
+    # load, so every layer of that block must be in place once start_load_kv
+    # returns (layerwise too), while the other blocks may still be arriving.
+    from kvtier.integration.vllm.common import KvTierReqMeta
+    src, dst, _ = pair
+    block_ids = ids(3, b"w")
+    assert not src.step(UCMConnectorMetadata(save_ids=block_ids, save_blocks=[1, 2, 3]))
+    meta = UCMConnectorMetadata(reqs={"r": KvTierReqMeta(
+        load_ids=block_ids, load_blocks=[10, 11, 12], written_loads=[12])})
+    c = dst.connector
+    c.bind_connector_metadata(meta)
+    c.start_load_kv(None)
+    for n in LAYERS:  # before any wait_for_layer_load
+        assert torch.equal(dst.caches[n][12], src.caches[n][3]), n
+    for n in LAYERS:
+        c.wait_for_layer_load(n)
+    c.wait_for_save()
+    assert c.get_block_ids_with_load_errors() == set()
+    c.clear_connector_metadata()
+    for n in LAYERS:
+        for s, d in zip([1, 2, 3], [10, 11, 12]):
+            assert torch.equal(dst.caches[n][d], src.caches[n][s])
+
+
 def test_missing_block_is_reported_for_recompute(pair):
     src, dst, _ = pair
     block_ids = ids(3, b"m")

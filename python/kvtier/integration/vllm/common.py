@@ -258,6 +258,12 @@ class KvTierReqMeta:
     prefix cache). The saves are dropped if any of them, or any of the
     request's own loads, fails: that KV was computed over a block that never
     arrived.
+
+    ``written_loads``: loaded blocks this step also writes KV into (the
+    block of the request's last token, which vLLM computes again over the
+    loaded rest of it; scheduler.hit_tokens). They must be loaded before the
+    forward starts, since vLLM writes a layer's new KV before it waits for
+    that layer's load.
     """
 
     load_ids: list[bytes] = field(default_factory=list)
@@ -265,6 +271,7 @@ class KvTierReqMeta:
     save_ids: list[bytes] = field(default_factory=list)
     save_blocks: list[int] = field(default_factory=list)
     depends_on: list[int] = field(default_factory=list)
+    written_loads: list[int] = field(default_factory=list)
 
     def saves_read_loads(self) -> bool:
         """Whether the saves were computed over a block loaded in this step."""
@@ -303,6 +310,7 @@ class UCMConnectorMetadata(KVConnectorMetadata):
     load_blocks = _flat("load_blocks")
     save_ids = _flat("save_ids")
     save_blocks = _flat("save_blocks")
+    written_loads = _flat("written_loads")
 
 
 KvTierConnectorMetadata = UCMConnectorMetadata

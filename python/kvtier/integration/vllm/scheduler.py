@@ -45,8 +45,9 @@ class _ReqState:
     prompt_len: int
     saved: int = 0  # leading blocks known to be in the store (hit or saved)
     block_table: list[int] = field(default_factory=list)
-    # Set by update_state_after_alloc, consumed by build_connector_meta.
-    pending_load: tuple[int, int] | None = None
+    # Set by update_state_after_alloc, consumed by build_connector_meta:
+    # (first block, end block, whether this step writes into the last one).
+    pending_load: tuple[int, int, bool] | None = None
     # From the last get_num_new_matched_tokens call.
     local_blocks: int = 0
     store_blocks: int = 0
@@ -156,7 +157,9 @@ class KvTierConnectorScheduler:
                     "from kvtier", request.request_id, st.prompt_len,
                     st.local_blocks * self._s.block_size, num_external_tokens)
         if num_external_tokens > 0:
-            st.pending_load = (st.local_blocks, st.local_blocks + loaded)
+            partial = (st.local_blocks * self._s.block_size + num_external_tokens) % \
+                self._s.block_size != 0
+            st.pending_load = (st.local_blocks, st.local_blocks + loaded, partial)
 
     def build_connector_meta(self, scheduler_output: "SchedulerOutput") -> UCMConnectorMetadata:
         meta = UCMConnectorMetadata()
@@ -207,11 +210,13 @@ class KvTierConnectorScheduler:
         of its first block saved."""
         st.planned_end = num_computed + num_scheduled
         if st.pending_load is not None:
-            first, end = st.pending_load
+            first, end, partial = st.pending_load
             st.pending_load = None
             rm = meta.req(req_id)
             rm.load_ids += st.ids[first:end]
             rm.load_blocks += st.block_table[first:end]
+            if partial:  # its last token is computed again this step
+                rm.written_loads.append(st.block_table[end - 1])
         first_save = st.saved
         if not self._s.do_save:
             return first_save

@@ -39,6 +39,7 @@ logger = init_logger("vllm.kvtier.connector")
 # Keys of the load tasks in flight: a layer's index, or one of these.
 ALL_LAYERS = -1  # the whole-block load (every layer in one task)
 UNKNOWN_LAYER = -2  # a layer name outside the registered layers: no task
+WRITTEN_BLOCKS = -3  # layerwise: every layer of the blocks the step also writes
 
 
 Segments = tuple[list[int], list[int], list[int]]  # bases, strides, seg_bytes
@@ -126,9 +127,23 @@ class KvTierConnectorWorker:
         self._load_started = time.perf_counter()
         if self._s.layerwise:
             # One task per layer and unit: the forward waits only for the layer it is at.
-            for i in range(self._num_layers):
-                self._load_tasks[i] = [(self.store.load_blocks(ids, blocks, i, *u.shard(i)), ids)
-                                       for u, ids in per_unit]
+            # Blocks the step also writes (a request's last token computed again)
+            # go first, every layer, and are waited for before the forward: vLLM
+            # writes a layer's new KV before it waits for that layer's load.
+            written = set(meta.written_loads)
+            parts = [(key, [k for k, b in enumerate(blocks) if (b in written) == first])
+                     for key, first in ((WRITTEN_BLOCKS, True), (None, False))]
+            for key, sel in parts:
+                if not sel:
+                    continue
+                sel_blocks = [blocks[k] for k in sel]
+                for i in range(self._num_layers):
+                    tasks = self._load_tasks.setdefault(i if key is None else key, [])
+                    for u, ids in per_unit:
+                        sel_ids = [ids[k] for k in sel]
+                        tasks.append((self.store.load_blocks(sel_ids, sel_blocks, i,
+                                                             *u.shard(i)), sel_ids))
+            self._wait_load(WRITTEN_BLOCKS)
         else:
             self._load_tasks[ALL_LAYERS] = [
                 (self.store.load_blocks(ids, blocks, 0, *u.whole()), ids) for u, ids in per_unit]
