@@ -46,6 +46,7 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = REPO / "build" / "tools"
 PY = REPO / ".venv" / "bin" / "python"
 BLOCK = 128  # vLLM's block size on the CPU backend
+CLUSTER_FILE = REPO / "deploy" / "seed" / "cluster_one_machine.yaml"
 ENGINE_ARGS = ("--load-format dummy --dtype float32 --max-model-len 4096 --enforce-eager "
                "--served-model-name tiny --seed 1024")
 
@@ -121,7 +122,7 @@ def start_single(run_dir: Path, model: Path, timeout_s: float) -> Deployment:
 
 
 def start_cluster(run_dir: Path, mode: str, timeout_s: float) -> Deployment:
-    cfg = yaml.safe_load((REPO / "deploy/seed/cluster_one_machine.yaml").read_text())
+    cfg = yaml.safe_load(CLUSTER_FILE.read_text())
     base = free_port_block(10, 23100 if mode == "store" else 23200)
     cfg["run_dir"] = str(run_dir)
     cfg["vars"]["python"] = str(PY)
@@ -272,8 +273,8 @@ def tcp_loopback_s(nbytes: int, reps: int = 10) -> float:
 
 def store_transfer_s(nbytes: int, shard_bytes: int, layers: int, reps: int = 5) -> float:
     """The store's P->D path alone, on an idle core, for nbytes: a writer
-    store (the prefill rank's: Cache|Posix, layerwise shards, published to
-    the Posix tier by flush as enable_event_sync does) dumps the blocks from
+    store (the prefill rank's, with the cluster file's own ucm_config: layerwise
+    shards, published to the Posix tier by flush as enable_event_sync does) dumps the blocks from
     memory, then a second store (the decode rank's, its DRAM tier empty)
     loads them back from the Posix tier, checksums verified. The same
     configuration and geometry as the deployment's; median of `reps`, each
@@ -289,10 +290,9 @@ def store_transfer_s(nbytes: int, shard_bytes: int, layers: int, reps: int = 5) 
     layer_bytes = blocks * shard_bytes
     times = []
     with tempfile.TemporaryDirectory(prefix="kvtier-pd-store-") as root:
-        cfg = kvtier.config_from_dict({"ucm_connectors": [{
-            "ucm_connector_name": "UcmPipelineStore",
-            "ucm_connector_config": {"store_pipeline": "Cache|Posix", "storage_backends": root,
-                                     "cache_buffer_capacity_gb": 1}}]})
+        ucm = yaml.safe_load(CLUSTER_FILE.read_text())["ucm_config"]
+        cfg = kvtier.parse_config(yaml.safe_dump(ucm).replace("{store_dir}", root),
+                                  str(CLUSTER_FILE))
         for rep in range(reps):
             ids = kvtier.BlockHasher(f"pd-bench-{rep}").hash_prefix(
                 list(range(blocks * BLOCK)), BLOCK)
@@ -418,7 +418,7 @@ def main() -> int:
                        check=True, stdout=subprocess.DEVNULL)
         for m in modes:
             rows[m] = run_mode(m, args, work, model)
-        model_config = json.loads((model / "config.json").read_text())
+        model_cfg = json.loads((model / "config.json").read_text())
     nbytes = int(max((r.get("transfer_bytes", 0) for r in rows.values()), default=0)) or (
         args.input_len * 16384)
     base = {"bytes": nbytes, "memcpy_s": memcpy_s(nbytes), "tcp_s": tcp_loopback_s(nbytes)}
@@ -428,11 +428,11 @@ def main() -> int:
         # The store's path alone, for the bytes a decode rank loads, with the
         # deployment's geometry: one head unit's shard of one layer (K and V
         # of a 128-token block, fp32) per store block and layer.
-        cfg = model_config
-        head_dim = cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
+        head_dim = model_cfg.get("head_dim") or (model_cfg["hidden_size"]
+                                                 // model_cfg["num_attention_heads"])
         st = rows["store"]
         st["transfer_s"] = store_transfer_s(int(st["transfer_bytes"]), 2 * BLOCK * head_dim * 4,
-                                            cfg["num_hidden_layers"])
+                                            model_cfg["num_hidden_layers"])
     for r in rows.values():
         if r.get("transfer_s"):
             r["gbps"] = r["transfer_bytes"] / r["transfer_s"] / 1e9

@@ -83,12 +83,6 @@ def hit_tokens(store_blocks: int, num_tokens: int, block_size: int) -> int:
     return min(store_blocks * block_size, num_tokens - 1)
 
 
-def blocks_loaded(first: int, num_external_tokens: int, block_size: int) -> int:
-    """Blocks a load of `num_external_tokens` from block `first` on covers
-    (the last one partly computed again, see hit_tokens)."""
-    return -(-(first * block_size + num_external_tokens) // block_size) - first
-
-
 class KvTierConnectorScheduler:
     """Lookups and per-step load/save plans for one engine's scheduler."""
 
@@ -150,16 +144,18 @@ class KvTierConnectorScheduler:
         st.block_table = list(blocks.get_block_ids()[0])
         # Once per scheduling (a preempted request is looked up again when resumed).
         self.stats.data["lookup_blocks"] += len(st.ids) - st.local_blocks
-        loaded = blocks_loaded(st.local_blocks, num_external_tokens, self._s.block_size)
-        self.stats.data["hit_blocks"] += loaded
+        bs = self._s.block_size
+        # The load ends inside a block when only the last token is left to
+        # compute (hit_tokens): that block loads too, and this step writes it.
+        end_token = st.local_blocks * bs + num_external_tokens
+        end_block = -(-end_token // bs)
+        self.stats.data["hit_blocks"] += end_block - st.local_blocks
         self.stats.data["hit_tokens"] += num_external_tokens
         logger.info("kvtier: request %s: %d prompt tokens, %d hit in vLLM's cache, %d to load "
                     "from kvtier", request.request_id, st.prompt_len,
-                    st.local_blocks * self._s.block_size, num_external_tokens)
+                    st.local_blocks * bs, num_external_tokens)
         if num_external_tokens > 0:
-            partial = (st.local_blocks * self._s.block_size + num_external_tokens) % \
-                self._s.block_size != 0
-            st.pending_load = (st.local_blocks, st.local_blocks + loaded, partial)
+            st.pending_load = (st.local_blocks, end_block, end_token % bs != 0)
 
     def build_connector_meta(self, scheduler_output: "SchedulerOutput") -> UCMConnectorMetadata:
         meta = UCMConnectorMetadata()

@@ -131,24 +131,33 @@ class KvTierConnectorWorker:
             # go first, every layer, and are waited for before the forward: vLLM
             # writes a layer's new KV before it waits for that layer's load.
             written = set(meta.written_loads)
-            parts = [(key, [k for k, b in enumerate(blocks) if (b in written) == first])
-                     for key, first in ((WRITTEN_BLOCKS, True), (None, False))]
-            for key, sel in parts:
-                if not sel:
-                    continue
-                sel_blocks = [blocks[k] for k in sel]
+            first = [k for k, b in enumerate(blocks) if b in written]
+            rest = [k for k, b in enumerate(blocks) if b not in written]
+            if first:
+                self._load_tasks[WRITTEN_BLOCKS] = [
+                    task for i in range(self._num_layers)
+                    for task in self._layer_load(per_unit, blocks, first, i)]
+            if rest:
                 for i in range(self._num_layers):
-                    tasks = self._load_tasks.setdefault(i if key is None else key, [])
-                    for u, ids in per_unit:
-                        sel_ids = [ids[k] for k in sel]
-                        tasks.append((self.store.load_blocks(sel_ids, sel_blocks, i,
-                                                             *u.shard(i)), sel_ids))
+                    self._load_tasks[i] = self._layer_load(per_unit, blocks, rest, i)
             self._wait_load(WRITTEN_BLOCKS)
         else:
             self._load_tasks[ALL_LAYERS] = [
                 (self.store.load_blocks(ids, blocks, 0, *u.whole()), ids) for u, ids in per_unit]
             # Whole blocks: done before the forward starts (no layer races).
             self._wait_load(ALL_LAYERS)
+
+    def _layer_load(self, per_unit: list[tuple[_Unit, list[bytes]]], blocks: list[int],
+                    sel: list[int], layer: int) -> list[tuple[int, list[bytes]]]:
+        """Starts loading layer `layer` of the blocks at positions `sel`: one
+        (task, unit ids) per head unit."""
+        sel_blocks = [blocks[k] for k in sel]
+        out = []
+        for u, ids in per_unit:
+            sel_ids = [ids[k] for k in sel]
+            out.append((self.store.load_blocks(sel_ids, sel_blocks, layer, *u.shard(layer)),
+                        sel_ids))
+        return out
 
     def _wait_load(self, key: int) -> None:
         tasks = self._load_tasks.pop(key, None)
