@@ -48,7 +48,13 @@ SCALE_NOTE = (
     "proxy to split each phase over both prefill ranks, so the DP routing effect shows, "
     "and few enough that one run takes minutes; {o} output tokens keep decode short "
     "(the finding is about prefill). Each (scenario, input length) runs on a fresh "
-    "deployment: engines restarted, store empty.")
+    "deployment: engines restarted, store empty. Cores ({cores}): {core_note}")
+CORE_NOTES = {
+    "decode-isolated": "both prefill ranks compute on core 0 and the decode rank alone on "
+                       "core 1, as the seed's decode ranks have nodes of their own, so TPOT "
+                       "measures decoding and not a prefill rank sharing its core.",
+    "shared": "one core per prefill rank, the decode rank on prefill-dp0's core.",
+}
 
 
 class Progress:
@@ -227,7 +233,8 @@ def run_one(args, scenario: sc.Scenario, length: int, progress: Progress) -> dic
     subprocess.run(["rm", "-rf", str(run_dir)], check=True)  # the store starts empty
     run_dir.mkdir(parents=True)
     ports = sc.Ports.from_base(sc.free_port_base(random.randrange(20000, 31000)))
-    cfg = sc.cluster_config(scenario, run_dir, ports, str(args.python), args.engine_env_map)
+    cfg = sc.cluster_config(scenario, run_dir, ports, str(args.python), args.engine_env_map,
+                            cores=args.cores)
     prefill, decode = sc.prefill_ports(ports, cfg), sc.decode_ports(ports, cfg)
     label = f"{scenario.title} {length}"
     dep = Deployment(cfg, run_dir, args.launch, args.health_timeout_s)
@@ -279,6 +286,9 @@ def parse_args(argv=None):
     p.add_argument("--engine-env", action="append", default=[], metavar="KEY=VALUE",
                    help="extra environment of every engine (repeatable), e.g. "
                         "VLLM_CPU_KVCACHE_SPACE=2")
+    p.add_argument("--cores", choices=list(sc.CORE_LAYOUTS), default="decode-isolated",
+                   help="which core each role computes on (bench/seed_scenarios.py CORE_LAYOUTS;"
+                        " default: decode-isolated)")
     p.add_argument("--health-timeout-s", type=float, default=900)
     p.add_argument("--heartbeat-s", type=float, default=60,
                    help="in a log, a progress line this often while a phase runs")
@@ -309,8 +319,9 @@ def dry_run(args) -> int:
         run_dir = args.run_dir / f"dry-{s.name}"
         run_dir.mkdir(parents=True, exist_ok=True)
         path = run_dir / "cluster.yaml"
-        path.write_text(yaml.safe_dump(sc.cluster_config(s, run_dir, ports, str(args.python),
-                                                         args.engine_env_map), sort_keys=False))
+        cfg = sc.cluster_config(s, run_dir, ports, str(args.python), args.engine_env_map,
+                                cores=args.cores)
+        path.write_text(yaml.safe_dump(cfg, sort_keys=False))
         r = subprocess.run([str(args.launch), "--cluster", str(path), "--dry-run",
                             "--no-port-check"], capture_output=True, text=True)
         print(f"{s.name}: {path}: " + ("ok" if r.returncode == 0 else r.stderr.strip()))
@@ -336,7 +347,9 @@ def main(argv=None) -> int:
         "num_prompts": args.num_prompts, "output_len": args.output_len,
         "prefix_ratio": args.prefix_ratio, "seed": args.seed, "block_size": args.block_size,
         "request_rate": "inf", "model": MODEL,
-        "scale_note": SCALE_NOTE.format(n=args.num_prompts, o=args.output_len)},
+        "cores": args.cores,
+        "scale_note": SCALE_NOTE.format(n=args.num_prompts, o=args.output_len, cores=args.cores,
+                                        core_note=CORE_NOTES[args.cores])},
         "runs": {}}
     failures = []
     for s in args.scenario_list:

@@ -43,6 +43,20 @@ SCENARIOS = {s.name: s for s in (
 MAIN_SCENARIOS = ("recalc", "hbm", "kvtier")
 ROUTING_ARGS = "--routing prefix"
 
+# Which core each role's engines compute on (VLLM_CPU_OMP_THREADS_BIND), on
+# this 2-core machine. "decode-isolated", the default, is the seed's shape:
+# the decode ranks run on nodes of their own, so the prefill ranks' compute
+# never slows a decode step and TPOT measures decoding (and any stall kvtier's
+# loads cause) rather than core sharing. Both prefill ranks share core 0; the
+# DP effect under test is cache placement, which does not depend on cores.
+# "shared" is the base file's one core per prefill rank, with the decode rank
+# on prefill-dp0's core: faster prefills, but a decode step then waits on
+# whatever prefill-dp0 computes, and TPOT moved by +-25% between scenarios.
+CORE_LAYOUTS = {
+    "decode-isolated": {"prefill": "0", "decode": "1"},
+    "shared": {},  # the base file's {device_list_bar}
+}
+
 
 def parse_scenarios(text: str) -> list[Scenario]:
     names = [n.strip() for n in text.split(",") if n.strip()]
@@ -92,9 +106,13 @@ def free_port_base(start: int, span: int = Ports.SPAN, limit: int = 32000) -> in
 
 
 def cluster_config(scenario: Scenario, run_dir: Path, ports: Ports, python: str,
-                   engine_env: dict[str, str] | None = None, base: Path = BASE_CLUSTER) -> dict:
+                   engine_env: dict[str, str] | None = None, base: Path = BASE_CLUSTER,
+                   cores: str = "decode-isolated") -> dict:
     """The cluster file of one scenario, as a dict (yaml.safe_dump it).
-    `engine_env`: extra environment of every engine, both roles."""
+    `engine_env`: extra environment of every engine, both roles; `cores`: a
+    CORE_LAYOUTS key."""
+    if cores not in CORE_LAYOUTS:
+        raise ValueError(f"unknown core layout {cores!r}; known: {', '.join(CORE_LAYOUTS)}")
     cfg = yaml.safe_load(base.read_text())
     cfg["run_dir"] = str(run_dir)
     cfg["vars"]["python"] = python
@@ -107,6 +125,8 @@ def cluster_config(scenario: Scenario, run_dir: Path, ports: Ports, python: str,
     decode["server_port"], decode["kv_port"] = ports.decode, ports.decode_kv
     decode["dp_rpc_port"] = ports.decode_rpc
     cfg.setdefault("proxy", {})["port"] = ports.proxy
+    for role, bind in CORE_LAYOUTS[cores].items():
+        cfg[role]["env"]["VLLM_CPU_OMP_THREADS_BIND"] = bind
     for env in (prefill["env"], decode["env"]):
         env.update(engine_env or {})
     prefill["env"]["KVTIER_PREFILL_ROLE"] = scenario.prefill_role

@@ -160,14 +160,12 @@ def check(table: dict, tolerance: float = 0.05) -> list[tuple[bool, str]]:
             out.append((ok, f"{length}: TTFT Recalculation {t[0]:.0f} > HBM PC {t[1]:.0f} > "
                             f"kvtier PC {t[2]:.0f} ms"))
         if h and k:
-            # One-sided: what the seed's 66 vs 65 ms shows is that the shared
-            # cache does not slow decoding. Both scenarios run the same decode
-            # rank; on one machine it shares a core with prefill-dp0, so the
-            # scenario whose prefills compute less decodes faster, and a lower
-            # TPOT is that, not a fault.
+            # "Within 3%", as the issue asks (the seed: 66 against 65 ms): both
+            # scenarios run the same decode rank on a core of its own, so any
+            # difference is what kvtier's loads and the request mix cost it.
             a, b = k["mean_tpot_ms"], h["mean_tpot_ms"]
-            ok = a <= 1.03 * b
-            out.append((ok, f"{length}: kvtier PC TPOT {a:.2f} ms at most 3% above HBM PC's "
+            ok = abs(a - b) <= 0.03 * b
+            out.append((ok, f"{length}: kvtier PC TPOT {a:.2f} ms within 3% of HBM PC's "
                             f"{b:.2f} ({(a - b) / b * 100:+.1f}%)"))
         kr = cell(rows, "kvtier-routing", length)
         alone = [x for x in (k, cell(rows, "hbm-routing", length)) if x]
