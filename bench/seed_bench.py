@@ -49,12 +49,6 @@ SCALE_NOTE = (
     "and few enough that one run takes minutes; {o} output tokens keep decode short "
     "(the finding is about prefill). Each (scenario, input length) runs on a fresh "
     "deployment: engines restarted, store empty. Cores ({cores}): {core_note}")
-CORE_NOTES = {
-    "decode-isolated": "both prefill ranks compute on core 0 and the decode rank alone on "
-                       "core 1, as the seed's decode ranks have nodes of their own, so TPOT "
-                       "measures decoding and not a prefill rank sharing its core.",
-    "shared": "one core per prefill rank, the decode rank on prefill-dp0's core.",
-}
 
 
 class Progress:
@@ -349,7 +343,7 @@ def main(argv=None) -> int:
         "request_rate": "inf", "model": MODEL,
         "cores": args.cores,
         "scale_note": SCALE_NOTE.format(n=args.num_prompts, o=args.output_len, cores=args.cores,
-                                        core_note=CORE_NOTES[args.cores])},
+                                        core_note=sc.CORE_LAYOUTS[args.cores].note)},
         "runs": {}}
     failures = []
     for s in args.scenario_list:

@@ -43,20 +43,28 @@ SCENARIOS = {s.name: s for s in (
 MAIN_SCENARIOS = ("recalc", "hbm", "kvtier")
 ROUTING_ARGS = "--routing prefix"
 
-# Which core each role's engines compute on (VLLM_CPU_OMP_THREADS_BIND), on
-# this 2-core machine. "decode-isolated", the default, is the seed's shape:
-# the decode ranks run on nodes of their own, so the prefill ranks' compute
-# never slows a decode step and TPOT measures decoding (and any stall kvtier's
-# loads cause) rather than core sharing. Both prefill ranks share core 0; the
-# DP effect under test is cache placement, which does not depend on cores.
-# "shared" is the base file's one core per prefill rank, with the decode rank
-# on prefill-dp0's core: faster prefills, but a decode step then waits on
-# whatever prefill-dp0 computes, and TPOT moved by +-25% between scenarios.
-CORE_LAYOUTS = {
-    "decode-isolated": {"prefill": "0", "decode": "1"},
-    "shared": {},  # the base file's {device_list_bar}
-}
+@dataclass(frozen=True)
+class CoreLayout:
+    binds: dict[str, str]  # role -> VLLM_CPU_OMP_THREADS_BIND; roles left out: the base file
+    note: str              # for the results' setting note
 
+
+# Which core each role's engines compute on, on this 2-core machine.
+# "decode-isolated", the default, is the seed's shape, where the decode ranks
+# run on nodes of their own: the prefill ranks' compute threads never share
+# the decode rank's core (their API-server and scheduler threads are not
+# pinned, and still do). Both prefill ranks share core 0; the DP effect under
+# test is cache placement, which does not depend on cores. "shared" is the
+# base file's one core per prefill rank, with the decode rank on prefill-dp0's
+# core: faster prefills, but a decode step then waits on whatever prefill-dp0
+# computes.
+CORE_LAYOUTS = {
+    "decode-isolated": CoreLayout(
+        {"prefill": "0", "decode": "1"},
+        "both prefill ranks compute on core 0 and the decode rank alone on core 1, as the "
+        "seed's decode ranks have nodes of their own."),
+    "shared": CoreLayout({}, "one core per prefill rank, the decode rank on prefill-dp0's core."),
+}
 
 def parse_scenarios(text: str) -> list[Scenario]:
     names = [n.strip() for n in text.split(",") if n.strip()]
@@ -125,7 +133,7 @@ def cluster_config(scenario: Scenario, run_dir: Path, ports: Ports, python: str,
     decode["server_port"], decode["kv_port"] = ports.decode, ports.decode_kv
     decode["dp_rpc_port"] = ports.decode_rpc
     cfg.setdefault("proxy", {})["port"] = ports.proxy
-    for role, bind in CORE_LAYOUTS[cores].items():
+    for role, bind in CORE_LAYOUTS[cores].binds.items():
         cfg[role]["env"]["VLLM_CPU_OMP_THREADS_BIND"] = bind
     for env in (prefill["env"], decode["env"]):
         env.update(engine_env or {})
