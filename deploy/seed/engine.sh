@@ -21,7 +21,9 @@
 # (set for MoE models: keep vLLM's DP group, as the seed does with
 # --enable-expert-parallel; dense models run DP ranks as independent engines),
 # KVTIER_NIXL_BUFFER_DEVICE (NIXL's kv_buffer_device: "cpu" for CPU engines;
-# unset: vLLM's default), KVTIER_NIXL_PROGRESS_DELAY_US (set: NIXL's progress
+# unset: vLLM's default), KVTIER_LOAD_ASYNC (true or false: kvtier_load_async
+# of every kvtier connector; unset: the connector's default, background loads
+# on kv_consumer only), KVTIER_NIXL_PROGRESS_DELAY_US (set: NIXL's progress
 # thread sleeps that long between polls, through kvtier's NixlConnector
 # subclass, kvtier.integration.vllm.nixl_pacing; unset: vLLM's own class,
 # whose thread busy-polls a core; docs/pd.md).
@@ -58,11 +60,20 @@ nixl() {  # NixlConnector in role $1
   fi
   echo '{"kv_connector": "NixlConnector", "kv_role": "'"$1"'"'"${KVTIER_NIXL_BUFFER_DEVICE:+, \"kv_buffer_device\": \"$KVTIER_NIXL_BUFFER_DEVICE\"}"$paced'}'
 }
+case "${KVTIER_LOAD_ASYNC:-}" in
+  ''|true|false) ;;
+  *) echo "engine.sh: KVTIER_LOAD_ASYNC must be true or false (got $KVTIER_LOAD_ASYNC)" >&2
+     exit 2 ;;
+esac
 ucm() {  # the kvtier connector in role $1
+  async=
+  if [ -n "${KVTIER_LOAD_ASYNC:-}" ]; then
+    async=', "kvtier_load_async": '"$KVTIER_LOAD_ASYNC"
+  fi
   echo '{"kv_connector": "UCMConnector", "kv_role": "'"$1"'",
          "kv_connector_module_path": "kvtier.integration.vllm.ucm_connector",
          "kv_load_failure_policy": "recompute",
-         "kv_connector_extra_config": {"UCM_CONFIG_FILE": "'"$KVTIER_UCM_CONFIG"'"}}'
+         "kv_connector_extra_config": {"UCM_CONFIG_FILE": "'"$KVTIER_UCM_CONFIG"'"'"$async"'}}'
 }
 case "$role/$mode" in
   prefill/store) ktc=$(ucm "$prefill_role") ;;

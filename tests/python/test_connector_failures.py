@@ -25,13 +25,15 @@ def block_file(root: Path, rank_id: bytes) -> Path:
     return f
 
 
-def serve(model_dir, root, layerwise, fault=None, prompts_b=(PROMPT_B,), batch=64):
+def serve(model_dir, root, layerwise, fault=None, prompts_b=(PROMPT_B,), batch=64,
+          load_async=False):
     """Engine A serves PROMPT_A, then a fresh engine B serves `prompts_b` (one
     step's batch of `batch` tokens); `fault` breaks B's hit block FAULTY
     between B's lookup and B's load. Returns the config and the
     namespace-level block ids of B's prompts."""
-    cfg = vllm_config(model_dir, ucm_settings(root, layerwise), block_size=BS,
-                      max_num_batched_tokens=batch)
+    cfg = vllm_config(model_dir, {**ucm_settings(root, layerwise),
+                                  "kvtier_load_async": load_async},
+                      block_size=BS, max_num_batched_tokens=batch)
     kcc = kv_cache_config(cfg, 64)
     sched_a = scheduler(cfg, kcc)
     sched_a.add_request(request(PROMPT_A))
@@ -79,18 +81,29 @@ def stored(cfg, kcc, ids):
     return {n: w.caches[n][blocks].clone() for n in LAYERS}
 
 
-@pytest.mark.parametrize("layerwise,fault", [(False, "remove"), (False, "corrupt"),
-                                              (True, "remove"), (True, "corrupt")],
-                         ids=["whole-block-removed", "whole-block-corrupt", "layerwise-removed",
-                              "layerwise-last-layer-corrupt"])
-def test_failed_load_never_stores_wrong_kv(model_dir, tmp_path, layerwise, fault):
-    cfg, kcc, ids, metas = serve(model_dir, tmp_path / "faulty", layerwise, fault)
+@pytest.mark.parametrize("layerwise,fault,load_async", [
+    (False, "remove", False), (False, "corrupt", False), (True, "remove", False),
+    (True, "corrupt", False), (False, "remove", True), (True, "corrupt", True)],
+    ids=["whole-block-removed", "whole-block-corrupt", "layerwise-removed",
+         "layerwise-last-layer-corrupt", "async-whole-block-removed",
+         "async-layerwise-last-layer-corrupt"])
+def test_failed_load_never_stores_wrong_kv(model_dir, tmp_path, layerwise, fault, load_async):
+    cfg, kcc, ids, metas = serve(model_dir, tmp_path / "faulty", layerwise, fault,
+                                 load_async=load_async)
     _, _, scratch_ids, _ = serve(model_dir, tmp_path / "scratch", layerwise)
     assert ids == scratch_ids and len(ids) == 9
     # The faulted block was recomputed, and every block is in the store once.
     same_as_from_scratch(model_dir, tmp_path, layerwise, cfg, kcc, ids)
-    # The blocks computed over the failed load were dropped, then saved once recomputed.
-    assert sum(len(m.save_ids) for m in metas) >= 3 + (9 - FAULTY)
+    saved = sum(len(m.save_ids) for m in metas)
+    if load_async:
+        # Nothing is computed before the load ends: blocks FAULTY.. are
+        # recomputed and saved once, none dropped.
+        assert metas[0].reqs and all(r.load_async for r in metas[0].reqs.values())
+        assert saved == 9 - FAULTY
+    else:
+        # The blocks computed over the failed load were dropped, then saved
+        # once recomputed.
+        assert saved >= 3 + (9 - FAULTY)
 
 
 @pytest.mark.parametrize("layerwise", [False, True], ids=["whole-block", "layerwise"])

@@ -138,8 +138,11 @@ class TPWorkers:
         monkeypatch.undo()
         self.connector = self.ranks[0].connector
 
-    def step(self, meta):
-        return set().union(*(w.step(meta) for w in self.ranks))
+    def step(self, meta, work=None, finished_req_ids=frozenset()):
+        errors = set().union(*(w.step(meta, work, finished_req_ids) for w in self.ranks))
+        # vLLM reports a load done once every rank has (KVOutputAggregator).
+        self.recving = set.intersection(*(set(w.recving) for w in self.ranks))
+        return errors
 
 
 def test_hit_needs_every_tp_rank_slice(model_dir, tmp_path, monkeypatch):

@@ -63,3 +63,23 @@ def test_a_delay_that_is_not_a_number_of_microseconds_is_refused(bad, tmp_path):
     assert proc.returncode == 2
     assert "KVTIER_NIXL_PROGRESS_DELAY_US must be a number of microseconds" in proc.stderr
     assert proc.stdout == ""  # vLLM was never started
+
+
+def ucm_extra(ktc: dict) -> dict:
+    return ktc["kv_connector_extra_config"]
+
+
+@pytest.mark.parametrize("value", ["true", "false"])
+def test_load_async_setting_reaches_the_connector(value, tmp_path):
+    for role in ("prefill", "decode"):
+        extra = ucm_extra(kv_config(run(role, tmp_path, KVTIER_LOAD_ASYNC=value)))
+        assert extra == {"UCM_CONFIG_FILE": "/ucm.yaml", "kvtier_load_async": value == "true"}
+
+
+def test_load_async_unset_leaves_the_connectors_default(tmp_path):
+    assert ucm_extra(kv_config(run("decode", tmp_path))) == {"UCM_CONFIG_FILE": "/ucm.yaml"}
+
+
+def test_load_async_that_is_not_a_boolean_is_refused(tmp_path):
+    proc = run("decode", tmp_path, KVTIER_LOAD_ASYNC="yes")
+    assert proc.returncode == 2 and "KVTIER_LOAD_ASYNC must be true or false" in proc.stderr

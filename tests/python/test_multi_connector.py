@@ -21,9 +21,13 @@ def test_inside_multi_connector(model_dir, tmp_path):
         class Sub:  # hands the UCM worker its part of the MultiConnector metadata
             connector = worker.connector
 
-            @staticmethod
-            def step(meta):
-                return worker.step(meta.metadata[1])
+            recving: set[str] = set()
+
+            @classmethod
+            def step(cls, meta, work=None, finished_req_ids=frozenset()):
+                errors = worker.step(meta.metadata[1], work, finished_req_ids)
+                cls.recving = worker.recving
+                return errors
         return Sub
 
     prompt = list(range(10, 110))

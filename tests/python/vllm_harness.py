@@ -162,9 +162,10 @@ class Worker:
         self.connector = UCMConnector(cfg, KVConnectorRole.WORKER, kcc)
         self.connector.register_kv_caches(self.caches)
 
-    def step(self, meta, work: list[tuple[list[int], list[int], int, int]] | None = None
-             ) -> set[int]:
-        """One forward's connector calls; returns the blocks that failed to load."""
+    def step(self, meta, work: list[tuple[list[int], list[int], int, int]] | None = None,
+             finished_req_ids: set[str] | frozenset = frozenset()) -> set[int]:
+        """One forward's connector calls; returns the blocks that failed to load.
+        ``self.recving``: the requests whose async loads ended this step."""
         c = self.connector
         c.bind_connector_metadata(meta)
         c.start_load_kv(None)
@@ -174,6 +175,8 @@ class Worker:
                 self._compute(name, work)
             c.save_kv_layer(name, self.caches[name], None)
         c.wait_for_save()
+        # The model runner's order: transfer results, then the load errors.
+        self.recving = c.get_transfer_results(set(finished_req_ids)).finished_recving
         errors = c.get_block_ids_with_load_errors()
         c.clear_connector_metadata()
         return errors
@@ -226,12 +229,11 @@ def run_step(sched: Scheduler, worker: Worker | None = None, token: int = 7,
     out = sched.schedule()
     if before_worker is not None:
         before_worker(out)
-    errors = set()
+    errors, recving = set(), set()
     if worker is not None:
-        if getattr(worker, "computes", False):
-            errors = worker.step(out.kv_connector_metadata, scheduled_work(sched, out))
-        else:
-            errors = worker.step(out.kv_connector_metadata)
+        work = scheduled_work(sched, out) if getattr(worker, "computes", False) else None
+        errors = worker.step(out.kv_connector_metadata, work, out.finished_req_ids)
+        recving = worker.recving
     reqs = [r for r in (sched.requests.get(i) for i in out.num_scheduled_tokens) if r]
     ids = [r.request_id for r in reqs]
     mro = ModelRunnerOutput(
@@ -239,7 +241,8 @@ def run_step(sched: Scheduler, worker: Worker | None = None, token: int = 7,
         # A request still in prefill samples nothing this step.
         sampled_token_ids=[[] if r.num_computed_tokens < r.num_tokens else [token]
                            for r in reqs],
-        kv_connector_output=KVConnectorOutput(invalid_block_ids=errors) if errors else None)
+        kv_connector_output=KVConnectorOutput(invalid_block_ids=errors, finished_recving=recving)
+        if errors or recving else None)
     sched.update_from_output(out, mro)
     return out, errors
 

@@ -40,7 +40,8 @@ FORMAT = "kvtier-vllm-3"
 # the task is cancelled (Store.cancel) and its blocks count as failed.
 TASK_TIMEOUT_S = 120.0
 # Connector options in kv_connector_extra_config (the other keys are the store's).
-CONNECTOR_OPTIONS = ("kvtier_model_id", "kvtier_task_timeout_s", "kvtier_heads_per_unit")
+CONNECTOR_OPTIONS = ("kvtier_model_id", "kvtier_task_timeout_s", "kvtier_heads_per_unit",
+                     "kvtier_load_async")
 
 
 def load_store_config(extra: dict[str, Any]) -> kvtier.StoreConfig:
@@ -158,6 +159,17 @@ class KvTierSettings:
         self.load_failure_policy = ktc.kv_load_failure_policy
         self.layerwise = self.store_config.use_layerwise
         self.event_sync = self.store_config.enable_event_sync
+        # Asynchronous loads: a request waits for its blocks outside the batch
+        # (vLLM's WAITING_FOR_REMOTE_KVS) while the other requests keep
+        # stepping, instead of the step that computes it waiting for them.
+        # The default is on for kv_consumer (a decode rank loads a whole
+        # prompt's KV per request, which would stall every running request's
+        # decode step) and off otherwise (a prefill rank's layerwise load
+        # overlaps computing the rest of the prompt, in the same step).
+        self.load_async = extra.get("kvtier_load_async", self.kv_role == "kv_consumer")
+        if not isinstance(self.load_async, bool):
+            raise ValueError(f"kvtier: kvtier_load_async = {self.load_async!r}: must be true "
+                             "or false")
 
         groups = kv_cache_config.kv_cache_groups
         if len(groups) != 1:
@@ -264,6 +276,10 @@ class KvTierReqMeta:
     loaded rest of it; scheduler.hit_tokens). They must be loaded before the
     forward starts, since vLLM writes a layer's new KV before it waits for
     that layer's load.
+
+    ``load_async``: the loads run in the background across steps (the
+    request is not in this step's batch); the worker reports them done
+    through ``get_finished``.
     """
 
     load_ids: list[bytes] = field(default_factory=list)
@@ -272,6 +288,7 @@ class KvTierReqMeta:
     save_blocks: list[int] = field(default_factory=list)
     depends_on: list[int] = field(default_factory=list)
     written_loads: list[int] = field(default_factory=list)
+    load_async: bool = False
 
     def saves_read_loads(self) -> bool:
         """Whether the saves were computed over a block loaded in this step."""

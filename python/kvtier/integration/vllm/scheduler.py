@@ -7,7 +7,10 @@ blocks, less the request's last token, which vLLM computes: hit_tokens);
 (the hits just allocated) and which to save (prompt blocks that become full
 this step, so chunked prefill saves as it goes). A hit means every head unit
 of every stage is stored. When vLLM rolls a request back to recompute a
-failed load, the blocks from there are saved again.
+failed load, the blocks from there are saved again. With ``load_async``
+a hit is loaded in the background: vLLM parks the request
+(WAITING_FOR_REMOTE_KVS) until the workers report the load done, and a
+request finished meanwhile keeps its blocks until then (request_finished).
 Requests whose KV the ids cannot key (multimodal, prompt embeddings) are
 refused. Per-request state lives from the first lookup to finish or abort.
 The scheduler's store is lookup-only: it sees the Posix tier shared by every
@@ -24,6 +27,7 @@ from vllm.logger import init_logger
 import kvtier
 from kvtier.integration.vllm.common import (
     KvTierIds,
+    KvTierReqMeta,
     KvTierSettings,
     UCMConnectorMetadata,
     close_store,
@@ -54,6 +58,14 @@ class _ReqState:
     # num_computed_tokens the request has after its last planned step; less
     # means vLLM rolled it back (a failed load is recomputed).
     planned_end: int = 0
+    # An async load is planned: the next update_state_after_alloc is the
+    # request's promotion once it arrived, not a new lookup; async_end is
+    # where its computed tokens start then (less: a block failed to load).
+    awaiting_promotion: bool = False
+    async_end: int = 0
+    # Its async load failed whole and vLLM looks it up again: it recomputes
+    # instead (loading again could fail again, e.g. a hung tier, forever).
+    no_reload: bool = False
 
 
 def unsupported_reason(request: "Request") -> str | None:
@@ -91,6 +103,8 @@ class KvTierConnectorScheduler:
         self._ids = KvTierIds(settings)
         self._reqs: dict[str, _ReqState] = {}
         self._refused: set[str] = set()  # requests whose KV the ids cannot key
+        self._async_planned: list[str] = []  # async loads to put in the next metadata
+        self._loading: set[str] = set()  # async loads the workers have not reported done
         self.stats = KvTierCounters()
         # Lookup-only: sees the Posix tier shared by every engine.
         self.store: kvtier.Store | None = kvtier.Store(settings.store_config,
@@ -118,10 +132,14 @@ class KvTierConnectorScheduler:
         found = self._lookup(st.ids[local:])
         st.local_blocks, st.store_blocks = local, local + found
         st.saved = max(st.saved, st.store_blocks)
-        if not self._s.do_load:
+        if st.awaiting_promotion:  # looked up again: its async load failed whole
+            st.awaiting_promotion, st.no_reload = False, True
+            logger.warning("kvtier: request %s: its load failed; recomputing its prompt",
+                           request.request_id)
+        if not self._s.do_load or st.no_reload:
             return 0, False
-        return max(0, hit_tokens(st.store_blocks, request.num_tokens, bs)
-                   - num_computed_tokens), False
+        n = max(0, hit_tokens(st.store_blocks, request.num_tokens, bs) - num_computed_tokens)
+        return n, n > 0 and self._s.load_async
 
     def _lookup(self, ids: list[bytes]) -> int:
         """Leading blocks of `ids` that every rank can load: every head unit
@@ -142,6 +160,9 @@ class KvTierConnectorScheduler:
                 self.stats.data["unsupported_requests"] += 1
             return
         st.block_table = list(blocks.get_block_ids()[0])
+        promoted, st.awaiting_promotion = st.awaiting_promotion, False
+        if promoted and num_external_tokens == 0:
+            return  # the async load's request, scheduled once it arrived: counted then
         # Once per scheduling (a preempted request is looked up again when resumed).
         self.stats.data["lookup_blocks"] += len(st.ids) - st.local_blocks
         bs = self._s.block_size
@@ -156,6 +177,11 @@ class KvTierConnectorScheduler:
                     st.local_blocks * bs, num_external_tokens)
         if num_external_tokens > 0:
             st.pending_load = (st.local_blocks, end_block, end_token % bs != 0)
+            if self._s.load_async:  # not in this step's batch: planned in build_connector_meta
+                st.awaiting_promotion = True
+                st.async_end = end_token
+                self._async_planned.append(request.request_id)
+                self._loading.add(request.request_id)
 
     def build_connector_meta(self, scheduler_output: "SchedulerOutput") -> UCMConnectorMetadata:
         meta = UCMConnectorMetadata()
@@ -167,6 +193,9 @@ class KvTierConnectorScheduler:
             st = self._reqs.get(new.req_id)
             if st is not None:
                 st.block_table = list(new.block_ids[0])
+                if new.num_computed_tokens < st.async_end:  # the async load failed
+                    self._rolled_back(new.req_id, st, new.num_computed_tokens)
+                st.async_end = 0
                 planned.append((new.req_id, st, self._plan(
                     meta, new.req_id, st, new.num_computed_tokens,
                     scheduler_output.num_scheduled_tokens[new.req_id])))
@@ -187,8 +216,17 @@ class KvTierConnectorScheduler:
             planned.append((req_id, st, self._plan(
                 meta, req_id, st, num_computed,
                 scheduler_output.num_scheduled_tokens.get(req_id, 0))))
+        for req_id in self._async_planned:
+            st = self._reqs.get(req_id)
+            if st is not None and st.pending_load is not None:
+                self._plan_load(meta, req_id, st).load_async = True
+        self._async_planned.clear()
         self._add_dependencies(meta, planned)
         return meta
+
+    def update_connector_output(self, finished_recving: set[str]) -> None:
+        """The async loads the workers reported done this step."""
+        self._loading -= finished_recving
 
     def _rolled_back(self, req_id: str, st: _ReqState, num_computed: int) -> None:
         """vLLM recomputes from num_computed (a block failed to load): the
@@ -206,13 +244,7 @@ class KvTierConnectorScheduler:
         of its first block saved."""
         st.planned_end = num_computed + num_scheduled
         if st.pending_load is not None:
-            first, end, partial = st.pending_load
-            st.pending_load = None
-            rm = meta.req(req_id)
-            rm.load_ids += st.ids[first:end]
-            rm.load_blocks += st.block_table[first:end]
-            if partial:  # its last token is computed again this step
-                rm.written_loads.append(st.block_table[end - 1])
+            self._plan_load(meta, req_id, st)
         first_save = st.saved
         if not self._s.do_save:
             return first_save
@@ -225,6 +257,17 @@ class KvTierConnectorScheduler:
             rm.save_blocks += st.block_table[st.saved:full]
             st.saved = full
         return first_save
+
+    @staticmethod
+    def _plan_load(meta: UCMConnectorMetadata, req_id: str, st: _ReqState) -> KvTierReqMeta:
+        first, end, partial = st.pending_load
+        st.pending_load = None
+        rm = meta.req(req_id)
+        rm.load_ids += st.ids[first:end]
+        rm.load_blocks += st.block_table[first:end]
+        if partial:  # its last token is computed again this step
+            rm.written_loads.append(st.block_table[end - 1])
+        return rm
 
     @staticmethod
     def _add_dependencies(meta: UCMConnectorMetadata,
@@ -244,13 +287,15 @@ class KvTierConnectorScheduler:
 
     def request_finished(self, request: "Request",
                          block_ids: list[int]) -> tuple[bool, dict[str, Any] | None]:
-        # Saves finish within their step (wait_for_save), so blocks are free to go.
+        # Saves finish within their step (wait_for_save), so blocks are free to
+        # go, unless an async load may still write into them: then vLLM frees
+        # them once the workers report it ended (they cancel it).
         self._reqs.pop(request.request_id, None)
         self._refused.discard(request.request_id)
-        return False, None
+        return request.request_id in self._loading, None
 
     def num_tracked_requests(self) -> int:
-        return len(self._reqs) + len(self._refused)
+        return len(self._reqs) + len(self._refused) + len(self._loading)
 
     def shutdown(self) -> None:
         if self.store is not None:

@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from vllm.v1.core.kv_cache_manager import KVCacheBlocks
     from vllm.v1.core.sched.output import SchedulerOutput
     from vllm.v1.kv_cache_interface import KVCacheConfig
+    from vllm.v1.outputs import KVConnectorOutput
     from vllm.v1.request import Request
 
 # Under "vllm." so vLLM's logging config (handlers, level, process prefix) applies.
@@ -110,6 +111,9 @@ class UCMConnector(KVConnectorBase_V1):
                          block_ids: list[int]) -> tuple[bool, dict[str, Any] | None]:
         return self._sched().request_finished(request, block_ids)
 
+    def update_connector_output(self, connector_output: "KVConnectorOutput") -> None:
+        self._sched().update_connector_output(set(connector_output.finished_recving or ()))
+
     @property
     def requires_kv_delivery(self) -> bool:
         return False  # a best-effort cache: a dropped save is a future miss
@@ -139,6 +143,9 @@ class UCMConnector(KVConnectorBase_V1):
 
     def wait_for_save(self) -> None:
         self._work().wait_for_save(self._meta() if self.has_connector_metadata() else None)
+
+    def get_finished(self, finished_req_ids: set[str]) -> tuple[set[str] | None, set[str] | None]:
+        return self._work().get_finished(finished_req_ids)
 
     def get_block_ids_with_load_errors(self) -> set[int]:
         return self._work().get_block_ids_with_load_errors()

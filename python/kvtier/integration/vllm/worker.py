@@ -7,7 +7,9 @@ what a rank of one TP size saves, ranks of any other TP size load. Each step,
 the blocks the metadata lists are loaded before the forward (whole blocks
 before it starts, or layer by layer so loading layer i+1 overlaps computing
 layer i) and the blocks to save are dumped after their KV is written (per
-layer, or all at the end of the step).
+layer, or all at the end of the step). A request whose metadata says
+``load_async`` is not in the step's batch: its load runs in the background
+(async_loads.py) and ``get_finished`` reports it done.
 Blocks that fail to load (missing, corrupt) are reported once through
 ``get_block_ids_with_load_errors`` so vLLM recomputes them, and the saves of
 a request whose KV read a failed load are dropped (never published, not even
@@ -24,6 +26,7 @@ import torch
 from vllm.logger import init_logger
 
 import kvtier
+from kvtier.integration.vllm.async_loads import AsyncLoads
 from kvtier.integration.vllm.common import (
     KvTierReqMeta,
     KvTierSettings,
@@ -87,6 +90,7 @@ class KvTierConnectorWorker:
         self._load_errors: set[int] = set()  # until reported to vLLM
         self._step_failed: set[int] = set()  # this step's failed loads, until wait_for_save
         self._saved_blocks = 0  # blocks dumped this step
+        self._async: AsyncLoads | None = None  # once the store is open
 
     def unit_ids(self, ids: list[bytes]) -> list[list[bytes]]:
         """Namespace-level ids -> the ids of each head unit this rank holds."""
@@ -109,6 +113,7 @@ class KvTierConnectorWorker:
         else:
             layout = kvtier.BlockLayout(1, sum(seg.page_bytes for seg in self._units[0].layers))
         self.store = kvtier.Store(self._s.store_config, layout)
+        self._async = AsyncLoads(self.store, self._s.task_timeout_s, logger)
         # Per-tier hits in vLLM blocks: one block of this rank is all its units.
         self.stats.watch_store(self.store, self._s.block_size, len(self._units))
         logger.info("kvtier: registered %d layers x %d blocks; KV heads [%d, %d) of %d as %d "
@@ -120,17 +125,24 @@ class KvTierConnectorWorker:
     def start_load_kv(self, meta: UCMConnectorMetadata) -> None:
         if not meta.load_ids or self.store is None:
             return
-        blocks = meta.load_blocks
-        per_unit = list(zip(self._units, self.unit_ids(meta.load_ids)))
+        for req_id, r in meta.reqs.items():
+            if r.load_async and r.load_ids:
+                self._start_async_load(req_id, r.load_ids, r.load_blocks)
+        sync = [r for r in meta.reqs.values() if r.load_ids and not r.load_async]
+        if not sync:
+            return
+        load_ids = [i for r in sync for i in r.load_ids]
+        blocks = [b for r in sync for b in r.load_blocks]
+        per_unit = list(zip(self._units, self.unit_ids(load_ids)))
         self._load_block_of = {i: b for _, ids in per_unit for i, b in zip(ids, blocks)}
-        self._load_count = len(meta.load_ids)
+        self._load_count = len(load_ids)
         self._load_started = time.perf_counter()
         if self._s.layerwise:
             # One task per layer and unit: the forward waits only for the layer it is at.
             # Blocks the step also writes (a request's last token computed again)
             # go first, every layer, and are waited for before the forward: vLLM
             # writes a layer's new KV before it waits for that layer's load.
-            written = set(meta.written_loads)
+            written = {b for r in sync for b in r.written_loads}
             first = [k for k, b in enumerate(blocks) if b in written]
             rest = [k for k, b in enumerate(blocks) if b not in written]
             if first:
@@ -146,6 +158,46 @@ class KvTierConnectorWorker:
                 (self.store.load_blocks(ids, blocks, 0, *u.whole()), ids) for u, ids in per_unit]
             # Whole blocks: done before the forward starts (no layer races).
             self._wait_load(ALL_LAYERS)
+
+    def _start_async_load(self, req_id: str, load_ids: list[bytes], blocks: list[int]) -> None:
+        """Every layer of every unit of the request's blocks, in the background."""
+        per_unit = list(zip(self._units, self.unit_ids(load_ids)))
+        if self._s.layerwise:
+            every = list(range(len(blocks)))
+            tasks = [t for i in range(self._num_layers)
+                     for t in self._layer_load(per_unit, blocks, every, i)]
+        else:
+            tasks = [(self.store.load_blocks(ids, blocks, 0, *u.whole()), ids)
+                     for u, ids in per_unit]
+        block_of = {i: b for _, ids in per_unit for i, b in zip(ids, blocks)}
+        self._async.start(req_id, tasks, block_of, len(load_ids))
+
+    def get_finished(self, finished_req_ids: set[str]) -> tuple[None, set[str] | None]:
+        """Requests whose background load ended (done, failed or cancelled).
+        Their failed blocks go to get_block_ids_with_load_errors, which vLLM
+        asks right after, in the same step, as it requires."""
+        if self._async is None or not len(self._async):
+            return None, None
+        done = set()
+        for req_id in finished_req_ids:  # finished (aborted) while loading
+            if self._async.cancel(req_id):
+                done.add(req_id)
+        fin = self._async.poll()
+        done |= fin.req_ids
+        self.stats.data["cancelled_tasks"] += fin.timed_out
+        if fin.failed_blocks:
+            logger.warning("kvtier: %d blocks failed to load; vLLM recomputes them",
+                           len(fin.failed_blocks))
+            self._load_errors |= fin.failed_blocks
+        if fin.blocks:
+            nbytes = fin.blocks * len(self._units) * self.store.layout.block_bytes
+            self.stats.data["load_blocks"] += fin.blocks
+            self.stats.data["load_bytes"] += nbytes
+            self.stats.data["load_s"] += fin.seconds
+            logger.info("kvtier: loaded %d blocks (%.1f MB) of %d request(s) in the background "
+                        "in %.1f ms, %d failed", fin.blocks, nbytes / 1e6, len(fin.req_ids),
+                        fin.seconds * 1e3, len(fin.failed_blocks))
+        return None, done or None
 
     def _layer_load(self, per_unit: list[tuple[_Unit, list[bytes]]], blocks: list[int],
                     sel: list[int], layer: int) -> list[tuple[int, list[bytes]]]:
@@ -315,6 +367,8 @@ class KvTierConnectorWorker:
                      "; recomputing its blocks" if what == "load" else "; its blocks stay unsaved")
 
     def shutdown(self) -> None:
+        if self._async is not None:
+            self._async.cancel_all()
         if self.store is not None:
             close_store(self.store, logger)
             self.store = None
