@@ -95,10 +95,14 @@ class Progress:
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{[^}]*\})?\s+([-+0-9.eE]+|NaN|[+-]Inf)$")
 
 
+# How often the decode ranks' batch (vLLM's num_requests_running) is sampled.
+RUNNING_SAMPLE_S = 0.5
+
+
 def parse_metrics(text: str) -> dict[str, float]:
     """Prometheus text -> {name: sum over label sets}, for vLLM's counters we
     read (the `_total` suffix dropped) and every kvtier series."""
-    wanted = set(seed_table.COUNTERS)
+    wanted = set(seed_table.COUNTERS) | {seed_table.RUNNING}
     out: dict[str, float] = {}
     for line in text.splitlines():
         m = _SAMPLE.match(line)
@@ -179,6 +183,7 @@ def serve(args, proxy_port: int, length: int, phase: str, result: Path, log: Pat
            "--disable-tqdm", "--save-result", "--result-dir", str(result.parent),
            "--result-filename", result.name]
     base = sum(scrape(p).get("vllm:request_success", 0) for p in decode)
+    running: list[float] = []  # the decode ranks' batch, sampled while requests decode
     with open(log, "a") as out:
         out.write("$ " + shlex.join(cmd) + "\n")
         out.flush()
@@ -186,15 +191,20 @@ def serve(args, proxy_port: int, length: int, phase: str, result: Path, log: Pat
         done = 0
         while proc.poll() is None:
             try:
-                done = int(sum(scrape(p).get("vllm:request_success", 0) for p in decode) - base)
+                now = [scrape(p) for p in decode]
+                done = int(sum(m.get("vllm:request_success", 0) for m in now) - base)
+                batch = sum(m.get(seed_table.RUNNING, 0) for m in now)
+                if batch > 0:
+                    running.append(batch)
             except OSError:
                 pass
             progress.update(min(done, args.num_prompts), args.num_prompts)
-            time.sleep(1)
+            time.sleep(RUNNING_SAMPLE_S)
     if proc.returncode != 0:
         raise RunFailed(f"kvtier-bench serve --phase {phase} exited with {proc.returncode}; "
                         f"see {log}:\n" + log.read_text(errors="replace")[-2000:])
     doc = json.loads(result.read_text())
+    doc["decode_running"] = running
     progress.end(doc.get("completed", 0), args.num_prompts,
                  f"mean TTFT {doc.get('mean_ttft_ms', 0):.0f} ms")
     return doc
@@ -242,19 +252,26 @@ def run_one(args, scenario: sc.Scenario, length: int, progress: Progress) -> dic
         serve(args, ports.proxy, length, "preseed", run_dir / "preseed.json", log, decode,
               progress)
         before = [scrape(p) for p in prefill]
+        decode_before = [scrape(p) for p in decode]
         load = os.getloadavg()[0]  # this machine's business beside ours, for the record
         progress.begin(label, "test")
         test = serve(args, ports.proxy, length, "test", run_dir / "test.json", log, decode,
                      progress)
         after = [scrape(p) for p in prefill]
+        decode_after = [scrape(p) for p in decode]
     finally:
         progress.begin(label, "stop", "services")
         dep.stop()
         progress.end(len(prefill) + len(decode) + 1, len(prefill) + len(decode) + 1)
-    ranks = [{"port": p, "delta": {k: a.get(k, 0) - b.get(k, 0) for k in set(a) | set(b)}}
-             for p, b, a in zip(prefill, before, after)]
+    def deltas(ports, before, after):
+        return [{"port": p, "delta": {k: a.get(k, 0) - b.get(k, 0) for k in set(a) | set(b)}}
+                for p, b, a in zip(ports, before, after)]
+
     keep = {k: v for k, v in test.items() if not isinstance(v, (list, dict))}
-    return {"serve": keep, "ranks": ranks, "store": store_stats(args, run_dir),
+    keep["decode_running"] = test.get("decode_running", [])
+    return {"serve": keep, "ranks": deltas(prefill, before, after),
+            "decode_ranks": deltas(decode, decode_before, decode_after),
+            "store": store_stats(args, run_dir),
             "wall_s": time.monotonic() - t0, "load_avg": load, "run_dir": str(run_dir)}
 
 
@@ -341,7 +358,7 @@ def main(argv=None) -> int:
         "num_prompts": args.num_prompts, "output_len": args.output_len,
         "prefix_ratio": args.prefix_ratio, "seed": args.seed, "block_size": args.block_size,
         "request_rate": "inf", "model": MODEL,
-        "cores": args.cores,
+        "cores": args.cores, "running_sample_s": RUNNING_SAMPLE_S,
         "scale_note": SCALE_NOTE.format(n=args.num_prompts, o=args.output_len, cores=args.cores,
                                         core_note=sc.CORE_LAYOUTS[args.cores].note)},
         "runs": {}}

@@ -24,6 +24,8 @@ from seed_scenarios import SCENARIOS
 COUNTERS = ("vllm:prefix_cache_queries", "vllm:prefix_cache_hits",
             "vllm:external_prefix_cache_queries", "vllm:external_prefix_cache_hits",
             "vllm:prompt_tokens", "vllm:request_success")
+# vLLM's gauge of the requests in a rank's batch (sampled on the decode ranks).
+RUNNING = "vllm:num_requests_running"
 
 # The seed's table (ms): input length -> scenario -> (TTFT, TPOT, E2EL) mean,
 # 128 requests at once, 1K output, prefix ratio 0.8; "kvtier" is UCM PC.
@@ -87,9 +89,24 @@ def build_table(results: dict) -> dict:
             # Every counter's test-phase increase per rank (kvtier's series too).
             row["rank_counters"] = [dict(sorted(r["delta"].items())) for r in run["ranks"]]
             row["store"] = run.get("store")
+            row.update(decode_row(run, serve.get("completed") or 0))
             rows.append(row)
     return {"settings": st, "rows": rows, "seed": SEED_TABLE,
             "seed_ratios": seed_ratios(), "ratios": our_ratios(rows)}
+
+
+def decode_row(run: dict, completed: int) -> dict:
+    """What the decode ranks did in the test phase: their batch (the mean and
+    the largest of vLLM's num_requests_running while any request decoded),
+    and kvtier's loads there per request: their time, and how much of it the
+    forward waited (0 with background loads, kvtier_load_async)."""
+    batch = run["serve"].get("decode_running") or []
+    total = summed(run.get("decode_ranks", []))
+    per_req = (lambda k: total.get(k, 0) / completed * 1e3) if completed else (lambda k: None)
+    return {"decode_batch_mean": sum(batch) / len(batch) if batch else None,
+            "decode_batch_max": max(batch) if batch else None,
+            "decode_load_ms_per_req": per_req("vllm:kvtier_load_time_seconds_sum"),
+            "decode_stall_ms_per_req": per_req("vllm:kvtier_load_stall_seconds_sum")}
 
 
 def cell(rows: list[dict], name: str, length: int) -> dict | None:
@@ -235,6 +252,24 @@ def markdown(table: dict, checks: list[tuple[bool, str]] | None, command: str) -
                            f"{', '.join(map(_rate, c['rank_hit_rates']))} | "
                            f"{', '.join(f'{x:.0f}' for x in c['rank_requests'])} | "
                            f"{c['local_hits']:.0f} | {c['external_hits']:.0f} | {stored} |")
+    out += ["", "## The decode rank (test phase)", "",
+            "Its batch: vLLM's num_requests_running, sampled every "
+            f"{st.get('running_sample_s', 0.5)} s while any request decoded. A CPU decode step "
+            "takes longer the more requests it holds, so TPOT follows the batch, which follows "
+            "how close together the prefill legs end. kvtier's loads of the prompt's KV there: "
+            "their time per request, and how long the forward waited for them.", "",
+            "| Input | Scenario | TPOT mean | batch mean | batch max | load ms/request | "
+            "forward waited ms/request |", "|---|---|---|---|---|---|---|"]
+    for length in lengths(rows):
+        for n in names:
+            c = cell(rows, n, length)
+            if c:
+                batch = c.get("decode_batch_mean")
+                out.append(f"| {length} | {c['title']} | {_ms(c['mean_tpot_ms'])} | "
+                           f"{'-' if batch is None else f'{batch:.1f}'} | "
+                           f"{_ms(c.get('decode_batch_max'))} | "
+                           f"{_ms(c.get('decode_load_ms_per_req'))} | "
+                           f"{_ms(c.get('decode_stall_ms_per_req'))} |")
     out += ["", "## Beside the seed's", "",
             "TTFT ratios (the seed: GLM, 128 requests at once, 1K output; ours above).", "",
             "| Input | HBM PC / kvtier PC | Recalculation / kvtier PC |", "|---|---|---|"]

@@ -213,6 +213,24 @@ def test_table_json_markdown_and_charts(tmp_path):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_the_decode_ranks_batch_and_loads_are_reported_per_scenario(tmp_path):
+    res = results()
+    kv = res["runs"]["kvtier"]["1024"]
+    kv["serve"]["decode_running"] = [2.0, 4.0, 9.0]
+    kv["decode_ranks"] = [{"port": 0, "delta": {
+        "vllm:kvtier_load_time_seconds_sum": 0.32, "vllm:kvtier_load_stall_seconds_sum": 0.0}}]
+    table = seed_table.build_table(res)
+    row = seed_table.cell(table["rows"], "kvtier", 1024)
+    assert row["decode_batch_mean"] == pytest.approx(5.0) and row["decode_batch_max"] == 9.0
+    assert row["decode_load_ms_per_req"] == pytest.approx(20.0)  # 0.32 s over 16 requests
+    assert row["decode_stall_ms_per_req"] == 0.0
+    hbm = seed_table.cell(table["rows"], "hbm", 1024)  # a run without samples: no numbers
+    assert hbm["decode_batch_mean"] is None and hbm["decode_load_ms_per_req"] == 0.0
+    md = seed_table.markdown(table, None, "x")
+    assert "| 1024 | kvtier PC | 20.2 | 5.0 | 9.0 | 20.0 | 0.0 |" in md
+    assert "| 1024 | HBM PC | 20.0 | - | - | 0.0 | 0.0 |" in md
+
+
 def test_prometheus_counters_are_summed_over_labels():
     text = "\n".join([
         "# HELP vllm:prefix_cache_hits_total Prefix cache hits",
@@ -228,7 +246,8 @@ def test_prometheus_counters_are_summed_over_labels():
     ])
     assert seed_bench.parse_metrics(text) == {
         "vllm:prefix_cache_hits": 1024.0, "vllm:prefix_cache_queries": 2048.0,
-        "vllm:request_success": 4.0, "kvtier_load_bytes_total": 1e6}
+        "vllm:request_success": 4.0, "kvtier_load_bytes_total": 1e6,
+        "vllm:num_requests_running": 2.0}
 
 
 class FakeClock:
