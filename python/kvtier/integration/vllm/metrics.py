@@ -114,13 +114,13 @@ SERIES = (
            "Blocks this rank's store evicted, by tier (posix: the walks this process ran)."),
     Series("load_time_seconds", "histogram", "rank",
            "Time of one step's load, from its start to the last layer's arrival (layerwise: "
-           "overlaps the forward)."),
+           "overlaps the forward; kvtier_load_async: until the step that saw it end)."),
     Series("save_time_seconds", "histogram", "rank",
            "Time of one step's save, from the first dump to the end of wait_for_save "
            "(with enable_event_sync: the write-back flush included)."),
     Series("load_stall_seconds", "histogram", "rank",
            "Time one step's forward was blocked waiting for kvtier's loads (whole-block: the "
-           "load; layerwise: the waits for layers not yet arrived)."),
+           "load; layerwise: the waits for layers not yet arrived; kvtier_load_async: none)."),
     Series("save_stall_seconds", "histogram", "rank",
            "Time one step was blocked in wait_for_save (dumps still copying out of the KV "
            "cache, and with enable_event_sync the write-back flush)."),
