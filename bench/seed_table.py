@@ -109,6 +109,15 @@ def decode_row(run: dict, completed: int) -> dict:
             "decode_stall_ms_per_req": per_req("vllm:kvtier_load_stall_seconds_sum")}
 
 
+def cells(rows: list[dict], names: list[str]):
+    """(input length, row) of every run, by length, then in `names` order."""
+    for length in lengths(rows):
+        for n in names:
+            c = cell(rows, n, length)
+            if c:
+                yield length, c
+
+
 def cell(rows: list[dict], name: str, length: int) -> dict | None:
     return next((r for r in rows if r["scenario"] == name and r["input_len"] == length), None)
 
@@ -230,28 +239,22 @@ def markdown(table: dict, checks: list[tuple[bool, str]] | None, command: str) -
     out += ["", "## p50 / p99 (ms)", "",
             "| Input | Scenario | TTFT p50 | TTFT p99 | TPOT p50 | TPOT p99 | E2EL p50 | E2EL p99 |",
             "|---|---|---|---|---|---|---|---|"]
-    for length in lengths(rows):
-        for n in names:
-            c = cell(rows, n, length)
-            if c:
-                out.append(f"| {length} | {c['title']} | " + " | ".join(
-                    _ms(c[f"{s}_{m}_ms"]) for m in METRICS for s in ("median", "p99")) + " |")
+    for length, c in cells(rows, names):
+        out.append(f"| {length} | {c['title']} | " + " | ".join(
+            _ms(c[f"{s}_{m}_ms"]) for m in METRICS for s in ("median", "p99")) + " |")
     out += ["", "## Prefix hit rate of the test phase (prefill ranks)", "",
             "From vLLM's counters on each prefill rank, read before and after the test phase: "
             "(prefix_cache_hits + external_prefix_cache_hits) / queries. Pre-seeded: "
             f"{st['prefix_ratio']} of each prompt.", "",
             "| Input | Scenario | hit rate | per rank | requests per rank | HBM hit tokens | "
             "kvtier hit tokens | store after |", "|---|---|---|---|---|---|---|---|"]
-    for length in lengths(rows):
-        for n in names:
-            c = cell(rows, n, length)
-            if c:
-                store = c["store"] or {}
-                stored = f"{store['blocks']} blocks" if "blocks" in store else "-"
-                out.append(f"| {length} | {c['title']} | {_rate(c['hit_rate'])} | "
-                           f"{', '.join(map(_rate, c['rank_hit_rates']))} | "
-                           f"{', '.join(f'{x:.0f}' for x in c['rank_requests'])} | "
-                           f"{c['local_hits']:.0f} | {c['external_hits']:.0f} | {stored} |")
+    for length, c in cells(rows, names):
+        store = c["store"] or {}
+        stored = f"{store['blocks']} blocks" if "blocks" in store else "-"
+        out.append(f"| {length} | {c['title']} | {_rate(c['hit_rate'])} | "
+                   f"{', '.join(map(_rate, c['rank_hit_rates']))} | "
+                   f"{', '.join(f'{x:.0f}' for x in c['rank_requests'])} | "
+                   f"{c['local_hits']:.0f} | {c['external_hits']:.0f} | {stored} |")
     out += ["", "## The decode rank (test phase)", "",
             "Its batch: vLLM's num_requests_running, sampled every "
             f"{st.get('running_sample_s', 0.5)} s while any request decoded. A CPU decode step "
@@ -260,16 +263,13 @@ def markdown(table: dict, checks: list[tuple[bool, str]] | None, command: str) -
             "their time per request, and how long the forward waited for them.", "",
             "| Input | Scenario | TPOT mean | batch mean | batch max | load ms/request | "
             "forward waited ms/request |", "|---|---|---|---|---|---|---|"]
-    for length in lengths(rows):
-        for n in names:
-            c = cell(rows, n, length)
-            if c:
-                batch = c.get("decode_batch_mean")
-                out.append(f"| {length} | {c['title']} | {_ms(c['mean_tpot_ms'])} | "
-                           f"{'-' if batch is None else f'{batch:.1f}'} | "
-                           f"{_ms(c.get('decode_batch_max'))} | "
-                           f"{_ms(c.get('decode_load_ms_per_req'))} | "
-                           f"{_ms(c.get('decode_stall_ms_per_req'))} |")
+    for length, c in cells(rows, names):
+        batch = c.get("decode_batch_mean")
+        out.append(f"| {length} | {c['title']} | {_ms(c['mean_tpot_ms'])} | "
+                   f"{'-' if batch is None else f'{batch:.1f}'} | "
+                   f"{_ms(c.get('decode_batch_max'))} | "
+                   f"{_ms(c.get('decode_load_ms_per_req'))} | "
+                   f"{_ms(c.get('decode_stall_ms_per_req'))} |")
     out += ["", "## Beside the seed's", "",
             "TTFT ratios (the seed: GLM, 128 requests at once, 1K output; ours above).", "",
             "| Input | HBM PC / kvtier PC | Recalculation / kvtier PC |", "|---|---|---|"]
