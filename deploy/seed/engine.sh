@@ -22,8 +22,7 @@
 # --enable-expert-parallel; dense models run DP ranks as independent engines),
 # KVTIER_NIXL_BUFFER_DEVICE (NIXL's kv_buffer_device: "cpu" for CPU engines;
 # unset: vLLM's default), KVTIER_LOAD_ASYNC (true or false: kvtier_load_async
-# of every kvtier connector; unset: the connector's default, background loads
-# on kv_consumer only), KVTIER_NIXL_PROGRESS_DELAY_US (set: NIXL's progress
+# of every kvtier connector; unset: the connector's default, false), KVTIER_NIXL_PROGRESS_DELAY_US (set: NIXL's progress
 # thread sleeps that long between polls, through kvtier's NixlConnector
 # subclass, kvtier.integration.vllm.nixl_pacing; unset: vLLM's own class,
 # whose thread busy-polls a core; docs/pd.md).

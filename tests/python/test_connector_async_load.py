@@ -1,4 +1,4 @@
-"""Asynchronous loads (kvtier_load_async, the default for kv_consumer): vLLM's
+"""Asynchronous loads (kvtier_load_async, off by default): vLLM's
 real Scheduler parks a request that hits kvtier in WAITING_FOR_REMOTE_KVS
 while its blocks load in the background, and the other requests keep
 stepping. The KV it then computes over must equal a from-scratch run's, a
@@ -21,6 +21,8 @@ NUM_BLOCKS = 64
 
 
 def engine(model_dir, root, kv_role, layerwise=False, **extra):
+    if kv_role == "kv_consumer":
+        extra.setdefault("kvtier_load_async", True)
     cfg = vllm_config(model_dir, {**ucm_settings(root, layerwise), **extra}, kv_role,
                       block_size=BS)
     kcc = kv_cache_config(cfg, NUM_BLOCKS)
@@ -62,7 +64,7 @@ def test_consumer_loads_in_the_background_while_others_decode(model_dir, tmp_pat
     root = tmp_path / "store"
     seed_store(model_dir, root, layerwise=layerwise)
     cfg, _, sched, worker = engine(model_dir, root, "kv_consumer", layerwise)
-    assert sched.connector.settings.load_async  # kv_consumer's default
+    assert sched.connector.settings.load_async
     running = request(list(range(900, 940)), max_tokens=20)  # misses: computed here
     sched.add_request(running)
     run_step(sched, worker)
@@ -89,13 +91,17 @@ def test_consumer_loads_in_the_background_while_others_decode(model_dir, tmp_pat
     assert sched.kv_cache_manager.block_pool.get_num_free_blocks() == NUM_BLOCKS - 1
 
 
-def test_sync_load_for_kv_both_unless_asked(model_dir, tmp_path):
+def test_sync_load_unless_asked(model_dir, tmp_path):
     root = tmp_path / "store"
     seed_store(model_dir, root)
-    _, _, sched, _ = engine(model_dir, root, "kv_both")
-    assert sched.connector.get_num_new_matched_tokens(request(PROMPT), 0) == (4 * BS - 1, False)
-    _, _, sched, _ = engine(model_dir, root, "kv_both", kvtier_load_async=True)
-    assert sched.connector.get_num_new_matched_tokens(request(PROMPT), 0) == (4 * BS - 1, True)
+    for role in ("kv_both", "kv_consumer"):
+        _, _, sched, _ = engine(model_dir, root, role, kvtier_load_async=False)
+        hit = sched.connector.get_num_new_matched_tokens(request(PROMPT), 0)
+        assert hit == (4 * BS - 1, False)
+        _, _, sched, _ = engine(model_dir, root, role, kvtier_load_async=True)
+        assert sched.connector.get_num_new_matched_tokens(request(PROMPT), 0) == (4 * BS - 1, True)
+    cfg = vllm_config(model_dir, ucm_settings(root), "kv_consumer", block_size=BS)
+    assert not scheduler(cfg, kv_cache_config(cfg, NUM_BLOCKS)).connector.settings.load_async
 
 
 def test_bad_async_option_is_an_error(model_dir, tmp_path):
