@@ -22,10 +22,11 @@
 # --enable-expert-parallel; dense models run DP ranks as independent engines),
 # KVTIER_NIXL_BUFFER_DEVICE (NIXL's kv_buffer_device: "cpu" for CPU engines;
 # unset: vLLM's default), KVTIER_LOAD_ASYNC (true or false: kvtier_load_async
-# of every kvtier connector; unset: the connector's default, false), KVTIER_NIXL_PROGRESS_DELAY_US (set: NIXL's progress
-# thread sleeps that long between polls, through kvtier's NixlConnector
-# subclass, kvtier.integration.vllm.nixl_pacing; unset: vLLM's own class,
-# whose thread busy-polls a core; docs/pd.md).
+# of every kvtier connector; unset: the connector's default, false),
+# KVTIER_NIXL_PROGRESS_DELAY_US (set: NIXL's progress thread sleeps that long
+# between polls, through kvtier's NixlConnector subclass,
+# kvtier.integration.vllm.nixl_pacing; unset: vLLM's own class, whose thread
+# busy-polls a core; docs/pd.md).
 set -eu
 role=$1
 device_list=$2 local_ip=$3 nic_name=$4 server_port=$5 tp_size=$6 dp_size=$7

@@ -54,9 +54,6 @@ class AsyncLoads:
     def __len__(self) -> int:
         return len(self._loads)
 
-    def __contains__(self, req_id: str) -> bool:
-        return req_id in self._loads
-
     def start(self, req_id: str, tasks: list[Task], block_of: dict[bytes, int],
               num_blocks: int) -> None:
         if req_id in self._loads:

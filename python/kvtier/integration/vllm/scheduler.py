@@ -27,7 +27,6 @@ from vllm.logger import init_logger
 import kvtier
 from kvtier.integration.vllm.common import (
     KvTierIds,
-    KvTierReqMeta,
     KvTierSettings,
     UCMConnectorMetadata,
     close_store,
@@ -219,7 +218,7 @@ class KvTierConnectorScheduler:
         for req_id in self._async_planned:
             st = self._reqs.get(req_id)
             if st is not None and st.pending_load is not None:
-                self._plan_load(meta, req_id, st).load_async = True
+                self._plan_load(meta, req_id, st, load_async=True)
         self._async_planned.clear()
         self._add_dependencies(meta, planned)
         return meta
@@ -259,15 +258,18 @@ class KvTierConnectorScheduler:
         return first_save
 
     @staticmethod
-    def _plan_load(meta: UCMConnectorMetadata, req_id: str, st: _ReqState) -> KvTierReqMeta:
+    def _plan_load(meta: UCMConnectorMetadata, req_id: str, st: _ReqState,
+                   load_async: bool = False) -> None:
         first, end, partial = st.pending_load
         st.pending_load = None
         rm = meta.req(req_id)
         rm.load_ids += st.ids[first:end]
         rm.load_blocks += st.block_table[first:end]
-        if partial:  # its last token is computed again this step
+        rm.load_async = load_async
+        # Its last token is computed again this step; a background load ends
+        # before the request is in any step, so nothing races it.
+        if partial and not load_async:
             rm.written_loads.append(st.block_table[end - 1])
-        return rm
 
     @staticmethod
     def _add_dependencies(meta: UCMConnectorMetadata,

@@ -133,8 +133,7 @@ class KvTierConnectorWorker:
             return
         load_ids = [i for r in sync for i in r.load_ids]
         blocks = [b for r in sync for b in r.load_blocks]
-        per_unit = list(zip(self._units, self.unit_ids(load_ids)))
-        self._load_block_of = {i: b for _, ids in per_unit for i, b in zip(ids, blocks)}
+        per_unit, self._load_block_of = self._per_unit(load_ids, blocks)
         self._load_count = len(load_ids)
         self._load_started = time.perf_counter()
         if self._s.layerwise:
@@ -154,23 +153,32 @@ class KvTierConnectorWorker:
                     self._load_tasks[i] = self._layer_load(per_unit, blocks, rest, i)
             self._wait_load(WRITTEN_BLOCKS)
         else:
-            self._load_tasks[ALL_LAYERS] = [
-                (self.store.load_blocks(ids, blocks, 0, *u.whole()), ids) for u, ids in per_unit]
+            self._load_tasks[ALL_LAYERS] = self._whole_load(per_unit, blocks)
             # Whole blocks: done before the forward starts (no layer races).
             self._wait_load(ALL_LAYERS)
 
     def _start_async_load(self, req_id: str, load_ids: list[bytes], blocks: list[int]) -> None:
         """Every layer of every unit of the request's blocks, in the background."""
-        per_unit = list(zip(self._units, self.unit_ids(load_ids)))
+        per_unit, block_of = self._per_unit(load_ids, blocks)
         if self._s.layerwise:
             every = list(range(len(blocks)))
             tasks = [t for i in range(self._num_layers)
                      for t in self._layer_load(per_unit, blocks, every, i)]
         else:
-            tasks = [(self.store.load_blocks(ids, blocks, 0, *u.whole()), ids)
-                     for u, ids in per_unit]
-        block_of = {i: b for _, ids in per_unit for i, b in zip(ids, blocks)}
+            tasks = self._whole_load(per_unit, blocks)
         self._async.start(req_id, tasks, block_of, len(load_ids))
+
+    def _per_unit(self, load_ids: list[bytes], blocks: list[int]
+                  ) -> tuple[list[tuple[_Unit, list[bytes]]], dict[bytes, int]]:
+        """(unit, its ids of the blocks) per head unit, and unit id -> vLLM block."""
+        per_unit = list(zip(self._units, self.unit_ids(load_ids)))
+        return per_unit, {i: b for _, ids in per_unit for i, b in zip(ids, blocks)}
+
+    def _whole_load(self, per_unit: list[tuple[_Unit, list[bytes]]], blocks: list[int]
+                    ) -> list[tuple[int, list[bytes]]]:
+        """Starts loading every layer of the blocks as one shard: one (task,
+        unit ids) per head unit."""
+        return [(self.store.load_blocks(ids, blocks, 0, *u.whole()), ids) for u, ids in per_unit]
 
     def get_finished(self, finished_req_ids: set[str]) -> tuple[None, set[str] | None]:
         """Requests whose background load ended (done, failed or cancelled).
@@ -190,10 +198,7 @@ class KvTierConnectorWorker:
                            len(fin.failed_blocks))
             self._load_errors |= fin.failed_blocks
         if fin.blocks:
-            nbytes = fin.blocks * len(self._units) * self.store.layout.block_bytes
-            self.stats.data["load_blocks"] += fin.blocks
-            self.stats.data["load_bytes"] += nbytes
-            self.stats.data["load_s"] += fin.seconds
+            nbytes = self._count_load(fin.blocks, fin.seconds)
             logger.info("kvtier: loaded %d blocks (%.1f MB) of %d request(s) in the background "
                         "in %.1f ms, %d failed", fin.blocks, nbytes / 1e6, len(fin.req_ids),
                         fin.seconds * 1e3, len(fin.failed_blocks))
@@ -250,15 +255,20 @@ class KvTierConnectorWorker:
     def _finish_load(self) -> None:
         n = self._load_count
         dt = time.perf_counter() - self._load_started
-        nbytes = n * len(self._units) * self.store.layout.block_bytes
-        self.stats.data["load_blocks"] += n
-        self.stats.data["load_bytes"] += nbytes
-        self.stats.data["load_s"] += dt
+        nbytes = self._count_load(n, dt)
         logger.info("kvtier: loaded %d blocks (%.1f MB) in %.1f ms (%.2f GB/s), %d failed, "
                     "forward blocked %.1f ms", n, nbytes / 1e6, dt * 1e3,
                     nbytes / dt / 1e9 if dt > 0 else 0.0, len(self._load_errors),
                     self.stats.data["load_stall_s"] * 1e3)
         self._load_block_of, self._load_count = {}, 0
+
+    def _count_load(self, n: int, seconds: float) -> int:
+        """Counts a finished load of `n` vLLM blocks (every unit); its bytes."""
+        nbytes = n * len(self._units) * self.store.layout.block_bytes
+        self.stats.data["load_blocks"] += n
+        self.stats.data["load_bytes"] += nbytes
+        self.stats.data["load_s"] += seconds
+        return nbytes
 
     def wait_for_layer_load(self, layer_name: str) -> None:
         if self._s.layerwise and self._load_tasks:
