@@ -36,6 +36,11 @@ struct StoreConfig {
   // with io_direct, inline. Either way a cold load reads straight from the
   // file into engine memory (one copy).
   bool cache_promote_on_load = true;
+  // Commit the whole DRAM tier when the store opens, as vLLM allocates its
+  // own KV cache at start, instead of each slot's pages on its first use. A
+  // first use then costs the kernel a page fault and zeroing per page inside
+  // the dump or promotion, on the core the I/O thread shares with the forward.
+  bool cache_prefault = false;
   // Eviction brings Posix usage down to this fraction of its capacity.
   double posix_low_watermark = 0.9;
   bool io_direct = false;  // O_DIRECT on block files

@@ -116,11 +116,11 @@ Result<std::vector<std::string>> ParseBackends(const Parser& p, const YAML::Node
 
 Status ParseStoreSection(const Parser& p, const YAML::Node& cfg, StoreConfig* out) {
   if (!cfg.IsMap()) return p.Error("ucm_connector_config", "expected a mapping");
-  KVTIER_RETURN_IF_ERROR(
-      p.CheckKeys(cfg, "ucm_connector_config",
-                  {"store_pipeline", "storage_backends", "cache_buffer_capacity_gb",
-                   "cache_promote_on_load", "posix_capacity_gb", "posix_low_watermark", "io_direct",
-                   "io_fsync", "io_engine", "io_threads", "tmp_max_age_s"}));
+  KVTIER_RETURN_IF_ERROR(p.CheckKeys(
+      cfg, "ucm_connector_config",
+      {"store_pipeline", "storage_backends", "cache_buffer_capacity_gb", "cache_promote_on_load",
+       "cache_prefault", "posix_capacity_gb", "posix_low_watermark", "io_direct", "io_fsync",
+       "io_engine", "io_threads", "tmp_max_age_s"}));
   if (cfg["store_pipeline"]) {
     auto r = ParsePipeline(p, cfg["store_pipeline"]);
     if (!r.ok()) return r.status();
@@ -148,6 +148,10 @@ Status ParseStoreSection(const Parser& p, const YAML::Node& cfg, StoreConfig* ou
   if (cfg["cache_promote_on_load"]) {
     KVTIER_RETURN_IF_ERROR(p.GetBool(cfg["cache_promote_on_load"], "cache_promote_on_load",
                                      &out->cache_promote_on_load));
+  }
+  if (cfg["cache_prefault"]) {
+    KVTIER_RETURN_IF_ERROR(
+        p.GetBool(cfg["cache_prefault"], "cache_prefault", &out->cache_prefault));
   }
   if (cfg["io_direct"])
     KVTIER_RETURN_IF_ERROR(p.GetBool(cfg["io_direct"], "io_direct", &out->io_direct));

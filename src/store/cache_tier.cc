@@ -3,12 +3,35 @@
 #include <fmt/format.h>
 #include <sys/mman.h>
 
+#include <unistd.h>
+
 #include <cerrno>
 
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23  // Linux 5.14; older kernels answer EINVAL
+#endif
+
 namespace kvtier {
+namespace {
+
+// Commits [p, p + n) now: one madvise where the kernel has it, else a write
+// to every page (the memory is fresh, so writing zeros changes nothing).
+Status CommitPages(uint8_t* p, uint64_t n) {
+  if (::madvise(p, n, MADV_POPULATE_WRITE) == 0) return Status::OK();
+  if (errno != EINVAL) {
+    return Status::FromErrno(errno, fmt::format("cache_prefault: commit {} bytes", n));
+  }
+  const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+  for (uint64_t off = 0; off < n; off += page) {
+    reinterpret_cast<volatile uint8_t*>(p)[off] = 0;
+  }
+  return Status::OK();
+}
+
+}  // namespace
 
 CacheTier::CacheTier(uint64_t capacity_bytes, const BlockGeometry& geometry, TierCounters* counters,
-                     std::chrono::seconds abandon_after)
+                     std::chrono::seconds abandon_after, bool prefault)
     : geo_(geometry),
       counters_(counters),
       abandon_after_ns_(static_cast<uint64_t>(abandon_after.count()) * 1000000000) {
@@ -34,6 +57,11 @@ CacheTier::CacheTier(uint64_t capacity_bytes, const BlockGeometry& geometry, Tie
   // Transparent huge pages where the system allows them: fewer, larger faults.
   ::madvise(base_, slots_bytes, MADV_HUGEPAGE);
   committed_ = std::make_unique<std::atomic<bool>[]>(n);
+  if (prefault) {
+    init_status_ = CommitPages(base_, slots_bytes);
+    if (!init_status_.ok()) return;
+    for (uint64_t i = 0; i < n; ++i) committed_[i] = true;
+  }
   meta_.resize(n);
   free_.reserve(n);
   for (uint64_t i = n; i > 0; --i) free_.push_back(static_cast<SlotIndex>(i - 1));
@@ -45,9 +73,7 @@ CacheTier::~CacheTier() {
 }
 
 void CacheTier::Commit(SlotIndex slot) {
-#ifndef MADV_POPULATE_WRITE
-#define MADV_POPULATE_WRITE 23  // Linux 5.14; older kernels answer EINVAL and pages fault in
-#endif
+  // Where MADV_POPULATE_WRITE is refused (EINVAL), the pages fault in on use.
   if (committed_[slot].exchange(true)) return;
   ::madvise(data(slot), geo_.data_bytes, MADV_POPULATE_WRITE);
 }

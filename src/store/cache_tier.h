@@ -1,8 +1,10 @@
 // CacheTier: a DRAM pool of page-aligned block slots with a hash index.
 //
 // Memory is one anonymous MAP_NORESERVE mapping: a slot's pages are committed
-// when the slot is first used, not reserved and zeroed up front. A slot's data region has the same
-// layout as a block file's data region (BlockGeometry), so a Posix read fills it in one call.
+// when the slot is first used, or all of them at construction with
+// `prefault` (an error in init_status() if the system cannot commit them).
+// A slot's data region has the same layout as a block file's data region
+// (BlockGeometry), so a Posix read fills it in one call.
 //
 // Slot life cycle:
 //   free -> filling (shards arriving from dumps, or from loads that read a
@@ -41,7 +43,7 @@ class CacheTier {
   using SlotIndex = uint32_t;
 
   CacheTier(uint64_t capacity_bytes, const BlockGeometry& geometry, TierCounters* counters,
-            std::chrono::seconds abandon_after);
+            std::chrono::seconds abandon_after, bool prefault = false);
   ~CacheTier();
   CacheTier(const CacheTier&) = delete;
   CacheTier& operator=(const CacheTier&) = delete;

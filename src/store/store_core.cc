@@ -50,7 +50,8 @@ Status StoreCore::Open() {
     if (t == TierKind::kCache && !lookup_only_) {
       // A lookup-only store (a scheduler) holds no data, so it needs no DRAM.
       cache_ = std::make_unique<CacheTier>(config_.cache_capacity_bytes, geo_, &stats_.cache,
-                                           std::chrono::seconds(config_.tmp_max_age_s));
+                                           std::chrono::seconds(config_.tmp_max_age_s),
+                                           config_.cache_prefault);
       KVTIER_RETURN_IF_ERROR(cache_->init_status());
     }
     if (t == TierKind::kPosix) {

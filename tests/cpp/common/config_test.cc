@@ -44,6 +44,7 @@ TEST(Config, OwnKeysAndSeveralRoots) {
       io_threads: 4
       posix_low_watermark: 0.8
       io_engine: psync
+      cache_prefault: true
 )"));
   ASSERT_TRUE(c.ok()) << c.status().ToString();
   EXPECT_EQ(c->storage_backends, (std::vector<std::string>{"/a", "/b"}));
@@ -53,6 +54,7 @@ TEST(Config, OwnKeysAndSeveralRoots) {
   EXPECT_EQ(c->io_threads, 4);
   EXPECT_DOUBLE_EQ(c->posix_low_watermark, 0.8);
   EXPECT_EQ(c->io_engine, IoEngine::kPsync);
+  EXPECT_TRUE(c->cache_prefault);
   EXPECT_FALSE(c->use_layerwise);
 }
 

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <fstream>
 #include <random>
 #include <thread>
 
@@ -71,6 +72,43 @@ INSTANTIATE_TEST_SUITE_P(Pipelines, RoundTrip,
                            std::replace(name.begin(), name.end(), '|', '_');
                            return name + "_" + std::to_string(p.param.shards) + "shards";
                          });
+
+// The process's resident memory in bytes (VmRSS).
+uint64_t ResidentBytes() {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::stoull(line.substr(6)) * 1024;
+  }
+  ADD_FAILURE() << "no VmRSS in /proc/self/status";
+  return 0;
+}
+
+// cache_prefault commits the whole DRAM tier at open (without it, a slot's
+// pages come with its first use), and the store serves the same bytes.
+TEST(Prefault, CommitsTheDramTierAtOpen) {
+  TempDir dir;
+  constexpr uint64_t kCache = 96ull << 20;
+  for (bool prefault : {false, true}) {
+    SCOPED_TRACE(prefault ? "prefault" : "on first use");
+    StoreConfig cfg = MakeConfig("Cache|Posix", dir.path(), kCache);
+    cfg.cache_prefault = prefault;
+    const uint64_t before = ResidentBytes();
+    auto store = Store::Open(cfg, BlockLayout{8, 64 << 10});
+    ASSERT_TRUE(store.ok()) << store.status().ToString();
+    const uint64_t grew = ResidentBytes() - before;
+    if (prefault) {
+      EXPECT_GE(grew, kCache * 9 / 10);
+    } else {
+      EXPECT_LT(grew, kCache / 4);
+    }
+    const auto ids = MakeIds(4, prefault ? "prefault" : "lazy");
+    ASSERT_TRUE(DumpShards(store->get(), ids, AllShards(store->get())).status.ok());
+    std::vector<bool> ok;
+    EXPECT_TRUE(LoadAndCheck(store->get(), ids, &ok).status.ok());
+    EXPECT_EQ(std::count(ok.begin(), ok.end(), true), 4);
+  }
+}
 
 class Layerwise : public ::testing::TestWithParam<std::string> {};
 
