@@ -75,6 +75,18 @@ def delta(after: dict, before: dict, key: str) -> float:
     return after.get(key, 0.0) - before.get(key, 0.0)
 
 
+def deltas(after: dict, before: dict) -> dict[str, float]:
+    """Every series' growth between two metrics() snapshots."""
+    return {k: delta(after, before, k) for k in set(after) | set(before)}
+
+
+def hist_mean_ms(grown: dict[str, float], name: str) -> float:
+    """A histogram's mean in ms over the observations in `grown` (deltas());
+    0 when it observed none."""
+    count = grown.get(name + "_count", 0.0)
+    return grown.get(name + "_sum", 0.0) / count * 1e3 if count else 0.0
+
+
 class Deployment:
     """kvtier-launch in the background until stop(); `ports` of the roles."""
 
@@ -194,8 +206,7 @@ def run_mode(mode: str, args, work: Path, model: Path, name: str = "") -> dict:
     finally:
         dep.stop()
     n = result["completed"]
-    d = {k: delta(after_d, before_d, k) for k in set(after_d) | set(before_d)}
-    p = {k: delta(after_p, before_p, k) for k in set(after_p) | set(before_p)}
+    d, p = deltas(after_d, before_d), deltas(after_p, before_p)
     out = {"mode": mode, "completed": n, "failed": args.num_prompts - n,
            "ttft_ms": result["mean_ttft_ms"], "tpot_ms": result["mean_tpot_ms"],
            "e2el_ms": result["mean_e2el_ms"], "median_ttft_ms": result["median_ttft_ms"],
@@ -208,16 +219,12 @@ def run_mode(mode: str, args, work: Path, model: Path, name: str = "") -> dict:
         # TTFT in two parts, from kvtier-proxy's own histogram: the prefill
         # leg (sent to answer read), and the rest, the decode leg up to its
         # first token.
-        legs = delta(after_x, before_x, PROXY_PREFILL + "_count")
-        out["prefill_leg_ms"] = (delta(after_x, before_x, PROXY_PREFILL + "_sum") / legs * 1e3
-                                 if legs else 0.0)
+        out["prefill_leg_ms"] = hist_mean_ms(deltas(after_x, before_x), PROXY_PREFILL)
         out["decode_leg_ms"] = out["ttft_ms"] - out["prefill_leg_ms"]
     # The prefill engine's own time per request (vLLM's histograms): queued,
     # then prefilling (scheduled to first token); the single engine's too.
-    for key, name in (("engine_queue_ms", "vllm:request_queue_time_seconds"),
-                      ("engine_prefill_ms", "vllm:request_prefill_time_seconds")):
-        count = p.get(name + "_count", 0.0)
-        out[key] = p.get(name + "_sum", 0.0) / count * 1e3 if count else 0.0
+    out["engine_queue_ms"] = hist_mean_ms(p, "vllm:request_queue_time_seconds")
+    out["engine_prefill_ms"] = hist_mean_ms(p, "vllm:request_prefill_time_seconds")
     if mode == "store":
         n = max(n, 1)
         out["transfer_bytes"] = d.get(KV_LOAD_BYTES, 0.0) / n
