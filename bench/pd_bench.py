@@ -10,7 +10,10 @@ on this machine, each started fresh (empty store, cold vLLM caches):
           runs MultiConnector[NixlConnector, UCMConnector], the seed's shape).
 
 Both PD deployments are deploy/seed/cluster_one_machine.yaml brought up by
-kvtier-launch --cluster. The load is kvtier-bench serve at concurrency 1, so
+kvtier-launch --cluster, each role on the cores of --cores (default
+decode-isolated, as in bench/seed_bench.py: the prefill ranks compute on core
+0, where the single engine computes, and the decode rank on core 1, as the
+seed gives decode ranks nodes of their own). The load is kvtier-bench serve at concurrency 1, so
 TTFT/TPOT/E2EL are per-request latencies, not queueing. Per request it also
 records the P->D transfer: the bytes moved and how long a request waited for
 them, from the engines' own counters (store: the time the transfer blocked the
@@ -45,6 +48,9 @@ from pathlib import Path
 
 import numpy as np
 import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import seed_scenarios as sc  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = REPO / "build" / "tools"
@@ -138,19 +144,27 @@ def start_single(run_dir: Path, model: Path, timeout_s: float) -> Deployment:
                        "VLLM_CPU_OMP_THREADS_BIND=0"], run_dir, timeout_s)
 
 
-def start_cluster(run_dir: Path, mode: str, timeout_s: float) -> Deployment:
+def cluster_config(run_dir: Path, mode: str, cores: str) -> dict:
+    """deploy/seed/cluster_one_machine.yaml in P->D mode `mode`, on free
+    ports, each role computing on the cores of seed_scenarios.CORE_LAYOUTS[cores]."""
     cfg = yaml.safe_load(CLUSTER_FILE.read_text())
+    sc.apply_core_layout(cfg, cores)
     base = free_port_block(10, 23100 if mode == "store" else 23200)
     cfg["run_dir"] = str(run_dir)
     cfg["vars"]["python"] = str(PY)
     cfg["prefill"]["server_port"], cfg["prefill"]["kv_port"] = base, base + 2
     cfg["decode"]["server_port"], cfg["decode"]["kv_port"] = base + 4, base + 5
     cfg["proxy"]["port"] = base + 6
-    cfg["prefill"]["env"]["KVTIER_PD_MODE"] = mode
-    if mode == "nixl":
-        cfg["prefill"]["env"]["KVTIER_NIXL_BUFFER_DEVICE"] = "cpu"
+    for role in ("prefill", "decode"):  # engine.sh reads both on both roles
+        cfg[role]["env"]["KVTIER_PD_MODE"] = mode
+        if mode == "nixl":
+            cfg[role]["env"]["KVTIER_NIXL_BUFFER_DEVICE"] = "cpu"
+    return cfg
+
+
+def start_cluster(run_dir: Path, mode: str, cores: str, timeout_s: float) -> Deployment:
     path = run_dir / "cluster.yaml"
-    path.write_text(yaml.safe_dump(cfg))
+    path.write_text(yaml.safe_dump(cluster_config(run_dir, mode, cores)))
     return Deployment(["--cluster", str(path)], run_dir, timeout_s)
 
 
@@ -192,7 +206,7 @@ def run_mode(mode: str, args, work: Path, model: Path, name: str = "") -> dict:
     t0 = time.monotonic()
     log(f"{mode}: starting the deployment")
     dep = (start_single(run_dir, model, args.start_timeout_s) if mode == "single"
-           else start_cluster(run_dir, mode, args.start_timeout_s))
+           else start_cluster(run_dir, mode, args.cores, args.start_timeout_s))
     log(f"{mode}: healthy after {time.monotonic() - t0:.0f} s")
     try:
         entry = dep.ports("single") if mode == "single" else dep.ports("proxy")
@@ -436,6 +450,9 @@ def markdown(rows: dict[str, dict], base: dict, results: list, command: str, arg
              "deployment starts fresh (empty store, cold caches). Baselines for the transfer "
              "(same bytes, same run): memcpy (numpy), one TCP connection over loopback, and raw "
              "file I/O.", "",
+             f"Cores (`--cores {args.cores}`): in the PD deployments "
+             f"{sc.CORE_LAYOUTS[args.cores].note} The single engine computes on core 0. API "
+             "servers, schedulers, the proxy and the client are not pinned.", "",
              "| deployment | TTFT ms | TTFT / single | TPOT ms | E2EL ms | P->D MB/req | "
              "P->D wait ms/req | P->D GB/s | / raw TCP | / memcpy |",
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -514,6 +531,10 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--start-timeout-s", type=float, default=1200)
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results")
+    ap.add_argument("--cores", choices=list(sc.CORE_LAYOUTS), default="decode-isolated",
+                    help="which core each PD role computes on (bench/seed_scenarios.py "
+                    "CORE_LAYOUTS); the single engine computes on core 0, as the prefill "
+                    "ranks do in decode-isolated")
     ap.add_argument("--no-check", action="store_true", help="exit 0 even if a check fails")
     args = ap.parse_args()
     modes = args.modes.split(",")
@@ -567,7 +588,7 @@ def main() -> int:
     results = checks(rows, args)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "pd_bench.json").write_text(json.dumps(
-        {"command": command, "rows": rows, "baselines": base,
+        {"command": command, "cores": args.cores, "rows": rows, "baselines": base,
          "checks": [{"ok": ok, "check": t} for ok, t in results]}, indent=2) + "\n")
     md = markdown(rows, base, results, command, args)
     (args.out / "pd_bench.md").write_text(md)

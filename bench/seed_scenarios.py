@@ -113,28 +113,35 @@ def free_port_base(start: int, span: int = Ports.SPAN, limit: int = 32000) -> in
     raise RuntimeError(f"no {span} free ports in [{start}, {limit})")
 
 
+def apply_core_layout(cfg: dict, cores: str) -> None:
+    """Sets each role's VLLM_CPU_OMP_THREADS_BIND in a cluster file (a dict)
+    to CORE_LAYOUTS[cores]. Each role gets its own env block first: the base
+    file shares one between them (a YAML anchor), so set a role's keys after
+    this, and keys for both roles on both."""
+    if cores not in CORE_LAYOUTS:
+        raise ValueError(f"unknown core layout {cores!r}; known: {', '.join(CORE_LAYOUTS)}")
+    for role in ("prefill", "decode"):
+        cfg[role]["env"] = copy.deepcopy(cfg[role]["env"])
+    for role, bind in CORE_LAYOUTS[cores].binds.items():
+        cfg[role]["env"]["VLLM_CPU_OMP_THREADS_BIND"] = bind
+
+
 def cluster_config(scenario: Scenario, run_dir: Path, ports: Ports, python: str,
                    engine_env: dict[str, str] | None = None, base: Path = BASE_CLUSTER,
                    cores: str = "decode-isolated") -> dict:
     """The cluster file of one scenario, as a dict (yaml.safe_dump it).
     `engine_env`: extra environment of every engine, both roles; `cores`: a
     CORE_LAYOUTS key."""
-    if cores not in CORE_LAYOUTS:
-        raise ValueError(f"unknown core layout {cores!r}; known: {', '.join(CORE_LAYOUTS)}")
     cfg = yaml.safe_load(base.read_text())
     cfg["run_dir"] = str(run_dir)
     cfg["vars"]["python"] = python
-    # The base file shares one env block (a YAML anchor) between the roles.
+    apply_core_layout(cfg, cores)
     prefill, decode = cfg["prefill"], cfg["decode"]
-    prefill["env"] = copy.deepcopy(prefill["env"])
-    decode["env"] = copy.deepcopy(decode["env"])
     prefill["server_port"], prefill["kv_port"] = ports.prefill, ports.prefill_kv
     prefill["dp_rpc_port"] = ports.prefill_rpc
     decode["server_port"], decode["kv_port"] = ports.decode, ports.decode_kv
     decode["dp_rpc_port"] = ports.decode_rpc
     cfg.setdefault("proxy", {})["port"] = ports.proxy
-    for role, bind in CORE_LAYOUTS[cores].binds.items():
-        cfg[role]["env"]["VLLM_CPU_OMP_THREADS_BIND"] = bind
     for env in (prefill["env"], decode["env"]):
         env.update(engine_env or {})
     prefill["env"]["KVTIER_PREFILL_ROLE"] = scenario.prefill_role
