@@ -361,7 +361,11 @@ def raw_file_io_s(nbytes: int, file_bytes: int, threads: int, reps: int = 5) -> 
     return float(np.median(times)) * nbytes / (files * file_bytes)
 
 
-def store_transfer_s(nbytes: int, shard_bytes: int, layers: int, reps: int = 5) -> float:
+STORE_REPS = 5  # store_transfer_s's repetitions; the markdown quotes them
+
+
+def store_transfer_s(nbytes: int, shard_bytes: int, layers: int,
+                     reps: int = STORE_REPS) -> float:
     """The store's P->D path alone, on an idle core, for nbytes: a writer
     store (the prefill rank's, with the cluster file's own ucm_config: layerwise
     shards, published to the Posix tier by flush as enable_event_sync does) dumps
@@ -503,8 +507,8 @@ def markdown(rows: dict[str, dict], base: dict, results: list, command: str, arg
             "loads, measured in this run like the TCP baseline, without a forward on the core "
             "(`store_transfer_s`): a prefill-side store dumps the blocks layer by layer and "
             "publishes them to the Posix tier, then a second store that never held them loads "
-            "them back, checksums verified; both stay open across the 5 reps, as a rank's "
-            f"store does (median): {st['path_s'] * 1e3:.1f} ms, "
+            f"them back, checksums verified; both stay open across the {STORE_REPS} reps, as a "
+            f"rank's store does (median): {st['path_s'] * 1e3:.1f} ms, "
             f"{st['path_gbps']:.2f} GB/s, {st['path_vs_tcp']:.2f}x raw TCP and "
             f"{st['path_vs_file']:.2f}x raw file I/O of the same bytes. Raw file I/O "
             "(`raw_file_io_s`: the same bytes in files of a block file's size, each written to "
