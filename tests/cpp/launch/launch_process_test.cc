@@ -76,8 +76,13 @@ class Launch {
       ::_exit(127);
     }
   }
+  // A launcher the test left running is stopped as a user stops it (SIGTERM:
+  // it stops its ranks), so no rank outlives the test; SIGKILL only if it
+  // does not exit, which orphans its ranks.
   ~Launch() {
-    if (pid_ > 0 && !exited_) {
+    if (pid_ <= 0 || exited_) return;
+    ::kill(pid_, SIGTERM);
+    if (Wait(std::chrono::seconds(15)) == -1) {
       ::kill(pid_, SIGKILL);
       ::waitpid(pid_, nullptr, 0);
     }
@@ -272,6 +277,12 @@ TEST(LaunchProcess, BadValuesAndPortClashesFailBeforeAnythingStarts) {
             std::string::npos)
       << second.out();
   EXPECT_FALSE(fs::exists(second.dir() + "/logs/prefill-dp0.log"));
+  // The refused launch touched nothing of the first one, which still stops cleanly.
+  const std::vector<pid_t> pids = first.Pids();
+  for (pid_t p : pids) EXPECT_FALSE(Gone(p));
+  ::kill(first.pid(), SIGTERM);
+  EXPECT_EQ(first.Wait(std::chrono::seconds(20)), 0) << first.out();
+  for (pid_t p : pids) EXPECT_TRUE(Gone(p)) << "rank pid " << p << " still running";
 }
 
 TEST(LaunchProcess, FlagsOverrideTheNodeFile) {
