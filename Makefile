@@ -13,7 +13,7 @@ LAUNCHER := $(if $(CCACHE),-DCMAKE_C_COMPILER_LAUNCHER=$(CCACHE) -DCMAKE_CXX_COM
 export CCACHE_BASEDIR := $(CURDIR)
 export CCACHE_NOHASHDIR := 1
 
-.PHONY: setup build test test-cpp test-python test-asan demo bench bench-seed format clean
+.PHONY: setup build python-ext test test-cpp test-python test-asan demo bench bench-seed format clean
 
 setup: .stamp/setup
 
@@ -25,10 +25,14 @@ build: setup
 	cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) $(LAUNCHER)
 	cmake --build $(BUILD) -j$(JOBS)
 
+# The kvtier Python package in .venv, which every vLLM engine imports.
+python-ext: setup
+	bash scripts/python_ext.sh
+
 test-cpp: build
 	ctest --test-dir $(BUILD) --output-on-failure -j$(JOBS)
 
-test-python: build
+test-python: build python-ext
 	bash scripts/test_python.sh
 
 test: test-cpp test-python
@@ -39,7 +43,7 @@ test-asan: setup
 	cmake --build $(ASAN_BUILD) -j$(JOBS)
 	ctest --test-dir $(ASAN_BUILD) --output-on-failure -j$(JOBS)
 
-demo: build
+demo: build python-ext
 	bash deploy/demo.sh
 
 bench: build
@@ -48,7 +52,7 @@ bench: build
 # The seed's three-scenario table (plus prefix-aware routing) at every input
 # length, into bench/results/seed_table.{json,md} and the charts, and the
 # README's table. SEED_BENCH_ARGS adds flags (e.g. --scenarios recalc,hbm,kvtier).
-bench-seed: build
+bench-seed: build python-ext
 	.venv/bin/python bench/seed_bench.py --update-readme $(SEED_BENCH_ARGS)
 
 format:

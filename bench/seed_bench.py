@@ -14,7 +14,8 @@ bench/results/seed_table.{json,md} and two charts, and checks them.
   .venv/bin/python bench/seed_bench.py --input-lens 1024 \\
       --scenarios recalc,hbm,kvtier                           # `make demo`
 
-Exit status: 0, or 1 when a check fails (unless --no-check) or a run fails.
+Exit status: 0, or 1 when a check fails (unless --no-check) or a run fails, or 2
+when the venv lacks the kvtier package (`make python-ext`).
 """
 from __future__ import annotations
 
@@ -220,6 +221,13 @@ def store_stats(args, run_dir: Path) -> dict | None:
         return None
 
 
+def has_kvtier_package(python: Path) -> bool:
+    """Whether the engines' Python imports the kvtier package (the connector
+    and its bindings): without it every engine dies at start-up, a minute in."""
+    r = subprocess.run([str(python), "-c", "import kvtier._kvtier"], capture_output=True)
+    return r.returncode == 0
+
+
 def proxy_has_routing(proxy: Path) -> bool:
     """Whether this kvtier-proxy takes --routing (asked before minutes of
     engine start-up are spent on a scenario it would refuse)."""
@@ -350,6 +358,11 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     if args.dry_run:
         return dry_run(args)
+    if not has_kvtier_package(args.python):
+        print(f"seed-bench: {args.python} cannot import the kvtier package, which every engine "
+              "loads its connector from; build it into the venv with `make python-ext`",
+              file=sys.stderr)
+        return 2
     command = shlex.join([".venv/bin/python", "bench/seed_bench.py"] +
                          (sys.argv[1:] if argv is None else list(argv)))
     progress = Progress(heartbeat_s=args.heartbeat_s)

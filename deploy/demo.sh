@@ -18,10 +18,8 @@ cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
 OUT=${DEMO_OUT:-$BUILD/seed-demo}
 RUNS=${DEMO_RUN_DIR:-/tmp/kvtier-demo-runs}
-[ -x .venv/bin/python ] || { echo "demo: .venv missing; run 'make setup'" >&2; exit 1; }
-# The engines import the kvtier extension: build it into .venv if missing.
-.venv/bin/python -c 'import kvtier._kvtier' 2>/dev/null ||
-  .venv/bin/pip install -q --no-build-isolation -e .
+# The engines import the kvtier package: build it into .venv (incremental).
+bash scripts/python_ext.sh
 
 echo "== the seed's benchmark, smallest scale: Recalculation vs HBM PC vs kvtier PC, 3072 tokens"
 set +e

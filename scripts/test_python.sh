@@ -8,8 +8,7 @@ cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 [ -x "$PY" ] || { echo "test_python: .venv missing; run 'make setup'" >&2; exit 1; }
 
-# (Re)build the extension: incremental (build-py/), so cheap when nothing changed.
-"$PY" -m pip install -q --no-build-isolation -e .
+bash scripts/python_ext.sh
 
 set +e
 "$PY" -m pytest -p no:cacheprovider -ra tests/python tests/e2e "$@"

@@ -329,3 +329,16 @@ def test_a_routing_scenario_fails_plainly_on_a_proxy_without_routing(tmp_path):
     assert not (tmp_path / "runs").exists()  # nothing was started
     proxy.write_text("#!/bin/sh\necho '  --routing TEXT  round-robin or prefix'\n")
     assert seed_bench.proxy_has_routing(proxy)
+
+
+def test_a_venv_without_the_kvtier_package_is_refused_before_anything_starts(tmp_path, capsys):
+    python = tmp_path / "python"  # a Python whose `import kvtier._kvtier` fails
+    python.write_text("#!/bin/sh\nexit 1\n")
+    python.chmod(0o755)
+    assert seed_bench.has_kvtier_package(Path(sys.executable))  # the venv running these tests
+    assert not seed_bench.has_kvtier_package(python)
+    rc = seed_bench.main(["--python", str(python), "--run-dir", str(tmp_path / "runs"),
+                          "--out-dir", str(tmp_path / "out")])
+    assert rc == 2
+    assert "make python-ext" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "out").exists()
