@@ -58,8 +58,8 @@ PY = REPO / ".venv" / "bin" / "python"
 BLOCK = 128  # vLLM's block size on the CPU backend
 PROXY_PREFILL = "kvtier_proxy_prefill_duration_seconds"
 CLUSTER_FILE = REPO / "deploy" / "seed" / "cluster_one_machine.yaml"
-ENGINE_ARGS = ("--load-format dummy --dtype float32 --max-model-len 4096 --enforce-eager "
-               "--served-model-name tiny --seed 1024")
+# The single engine runs with the cluster's ranks' flags (and engine.sh's seed).
+ENGINE_ARGS = sc.base_engine_args(CLUSTER_FILE) + " --seed 1024"
 
 
 def log(msg: str) -> None:

@@ -43,8 +43,9 @@ MODEL = "tiny"          # served model name in deploy/seed/cluster_one_machine.y
 VOCAB = 4096            # the tiny model's vocabulary (deploy/vllm/make_model.py)
 SCALE_NOTE = (
     "the tiny model (deploy/vllm/make_model.py, float32, dummy weights) on vLLM's CPU "
-    "backend, max-model-len 4096, block size 128, prefill DP2 + decode DP1 on one 2-core "
-    "machine. Input lengths up to 3K tokens fit max-model-len with the output; {n} prompts "
+    "backend, block size 128, prefill DP2 + decode DP1 on one 2-core machine, every rank "
+    "started with `{engine_args}` (--max-num-seqs 4 is the seed's, on both roles). Input "
+    "lengths up to 3K tokens fit max-model-len with the output; {n} prompts "
     "per length (sent at once, as the seed's 128 at concurrency 128) are enough for the "
     "proxy to split each phase over both prefill ranks, so the DP routing effect shows, "
     "and few enough that one run takes minutes; {o} output tokens keep decode short "
@@ -366,14 +367,17 @@ def main(argv=None) -> int:
     command = shlex.join([".venv/bin/python", "bench/seed_bench.py"] +
                          (sys.argv[1:] if argv is None else list(argv)))
     progress = Progress(heartbeat_s=args.heartbeat_s)
+    engine_args = args.engine_env_map.get("KVTIER_ENGINE_ARGS", sc.base_engine_args())
     results = {"settings": {
         "scenarios": [s.name for s in args.scenario_list], "input_lens": args.lens,
         "num_prompts": args.num_prompts, "output_len": args.output_len,
         "prefix_ratio": args.prefix_ratio, "seed": args.seed, "block_size": args.block_size,
         "request_rate": "inf", "model": MODEL,
         "cores": args.cores, "running_sample_s": RUNNING_SAMPLE_S,
+        "engine_args": engine_args,
         "scale_note": SCALE_NOTE.format(n=args.num_prompts, o=args.output_len, cores=args.cores,
-                                        core_note=sc.CORE_LAYOUTS[args.cores].note)},
+                                        core_note=sc.CORE_LAYOUTS[args.cores].note,
+                                        engine_args=engine_args)},
         "runs": {}}
     failures = []
     for s in args.scenario_list:

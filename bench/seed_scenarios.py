@@ -66,6 +66,11 @@ CORE_LAYOUTS = {
     "shared": CoreLayout({}, "one core per prefill rank, the decode rank on prefill-dp0's core."),
 }
 
+def base_engine_args(base: Path = BASE_CLUSTER) -> str:
+    """The vLLM flags every rank of the base cluster file starts with."""
+    return yaml.safe_load(base.read_text())["vars"]["engine_args"]
+
+
 def parse_scenarios(text: str) -> list[Scenario]:
     names = [n.strip() for n in text.split(",") if n.strip()]
     unknown = [n for n in names if n not in SCENARIOS]

@@ -46,6 +46,10 @@ def test_each_scenario_is_a_valid_cluster_that_differs_only_on_the_prefill_side(
         assert ("--no-enable-prefix-caching" in env["KVTIER_ENGINE_ARGS"]) == \
             (not s.prefix_caching)
         assert "--served-model-name tiny" in env["KVTIER_ENGINE_ARGS"]
+    # Every rank runs at most the seed's 4 requests at once (its prefill.sh, decode.sh).
+    for svc in services.values():
+        if svc["label"] != "proxy":
+            assert "--max-num-seqs 4" in svc["env"]["KVTIER_ENGINE_ARGS"]
     assert [services[f"prefill-dp{i}"]["port"] for i in (0, 1)] == [21000, 21001]
     # The decode side and the P->D path are the same in every scenario.
     decode = services["decode-dp0"]["env"]
