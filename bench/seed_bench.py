@@ -380,8 +380,11 @@ def main(argv=None) -> int:
                                         engine_args=engine_args)},
         "runs": {}}
     failures = []
-    for s in args.scenario_list:
-        for length in args.lens:
+    # Every scenario of one length, then the next length: the runs a check
+    # compares are minutes apart, not most of the benchmark (this machine's
+    # speed drifts by tens of percent within an hour).
+    for length in args.lens:
+        for s in args.scenario_list:
             try:
                 run = run_one(args, s, length, progress)
                 results["runs"].setdefault(s.name, {})[str(length)] = run
