@@ -262,12 +262,14 @@ def run_one(args, scenario: sc.Scenario, length: int, progress: Progress) -> dic
               progress)
         before = [scrape(p) for p in prefill]
         decode_before = [scrape(p) for p in decode]
+        proxy_before = [scrape(ports.proxy)]
         load = os.getloadavg()[0]  # this machine's business beside ours, for the record
         progress.begin(label, "test")
         test = serve(args, ports.proxy, length, "test", run_dir / "test.json", log, decode,
                      progress)
         after = [scrape(p) for p in prefill]
         decode_after = [scrape(p) for p in decode]
+        proxy_after = [scrape(ports.proxy)]
     finally:
         progress.begin(label, "stop", "services")
         dep.stop()
@@ -280,6 +282,7 @@ def run_one(args, scenario: sc.Scenario, length: int, progress: Progress) -> dic
     keep["decode_running"] = test.get("decode_running", [])
     return {"serve": keep, "ranks": deltas(prefill, before, after),
             "decode_ranks": deltas(decode, decode_before, decode_after),
+            "proxy": deltas([ports.proxy], proxy_before, proxy_after),
             "store": store_stats(args, run_dir),
             "wall_s": time.monotonic() - t0, "load_avg": load, "run_dir": str(run_dir)}
 

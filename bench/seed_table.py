@@ -26,6 +26,8 @@ COUNTERS = ("vllm:prefix_cache_queries", "vllm:prefix_cache_hits",
             "vllm:prompt_tokens", "vllm:request_success")
 # vLLM's gauge of the requests in a rank's batch (sampled on the decode ranks).
 RUNNING = "vllm:num_requests_running"
+# kvtier-proxy's histogram of the prefill leg (request sent to answer read).
+PREFILL_LEG = "kvtier_proxy_prefill_duration_seconds"
 
 # The seed's table (ms): input length -> scenario -> (TTFT, TPOT, E2EL) mean,
 # 128 requests at once, 1K output, prefix ratio 0.8; "kvtier" is UCM PC.
@@ -99,11 +101,19 @@ def decode_row(run: dict, completed: int) -> dict:
     """What the decode ranks did in the test phase: their batch (the mean and
     the largest of vLLM's num_requests_running while any request decoded),
     and kvtier's loads there per request: their time, and how much of it the
-    forward waited (0 with background loads, kvtier_load_async)."""
+    forward waited (0 with background loads, kvtier_load_async). TTFT split
+    in two: the prefill leg (kvtier-proxy's histogram) and the decode leg, the
+    rest (the decode rank's queue, its load and its first step)."""
     batch = run["serve"].get("decode_running") or []
     total = summed(run.get("decode_ranks", []))
     per_req = (lambda k: total.get(k, 0) / completed * 1e3) if completed else (lambda k: None)
-    return {"decode_batch_mean": sum(batch) / len(batch) if batch else None,
+    proxy = summed(run.get("proxy", []))
+    legs = proxy.get(PREFILL_LEG + "_count", 0)
+    prefill_leg = proxy.get(PREFILL_LEG + "_sum", 0) / legs * 1e3 if legs else None
+    ttft = run["serve"].get("mean_ttft_ms")
+    return {"prefill_leg_ms": prefill_leg,
+            "decode_leg_ms": ttft - prefill_leg if prefill_leg is not None and ttft else None,
+            "decode_batch_mean": sum(batch) / len(batch) if batch else None,
             "decode_batch_max": max(batch) if batch else None,
             "decode_load_ms_per_req": per_req("vllm:kvtier_load_time_seconds_sum"),
             "decode_stall_ms_per_req": per_req("vllm:kvtier_load_stall_seconds_sum")}
@@ -260,12 +270,17 @@ def markdown(table: dict, checks: list[tuple[bool, str]] | None, command: str) -
             f"{st.get('running_sample_s', 0.5)} s while any request decoded. A CPU decode step "
             "takes longer the more requests it holds, so TPOT follows the batch, which follows "
             "how close together the prefill legs end. kvtier's loads of the prompt's KV there: "
-            "their time per request, and how long the forward waited for them.", "",
-            "| Input | Scenario | TPOT mean | batch mean | batch max | load ms/request | "
-            "forward waited ms/request |", "|---|---|---|---|---|---|---|"]
+            "their time per request, and how long the forward waited for them. TTFT in two "
+            "legs: the prefill leg (kvtier-proxy's histogram, request sent to the prefill "
+            "rank's answer) and the decode leg, the rest (the decode rank's queue, its load, "
+            "its first step).", "",
+            "| Input | Scenario | TTFT prefill leg | decode leg | TPOT mean | batch mean | "
+            "batch max | load ms/request | forward waited ms/request |",
+            "|---|---|---|---|---|---|---|---|---|"]
     for length, c in cells(rows, names):
         batch = c.get("decode_batch_mean")
-        out.append(f"| {length} | {c['title']} | {_ms(c['mean_tpot_ms'])} | "
+        out.append(f"| {length} | {c['title']} | {_ms(c.get('prefill_leg_ms'))} | "
+                   f"{_ms(c.get('decode_leg_ms'))} | {_ms(c['mean_tpot_ms'])} | "
                    f"{'-' if batch is None else f'{batch:.1f}'} | "
                    f"{_ms(c.get('decode_batch_max'))} | "
                    f"{_ms(c.get('decode_load_ms_per_req'))} | "

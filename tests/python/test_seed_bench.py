@@ -223,16 +223,22 @@ def test_the_decode_ranks_batch_and_loads_are_reported_per_scenario(tmp_path):
     kv["serve"]["decode_running"] = [2.0, 4.0, 9.0]
     kv["decode_ranks"] = [{"port": 0, "delta": {
         "vllm:kvtier_load_time_seconds_sum": 0.32, "vllm:kvtier_load_stall_seconds_sum": 0.0}}]
+    kv["proxy"] = [{"port": 1, "delta": {  # 16 prefill legs of 0.1 s: 100 of the 150 ms TTFT
+        "kvtier_proxy_prefill_duration_seconds_sum": 1.6,
+        "kvtier_proxy_prefill_duration_seconds_count": 16}}]
     table = seed_table.build_table(res)
     row = seed_table.cell(table["rows"], "kvtier", 1024)
     assert row["decode_batch_mean"] == pytest.approx(5.0) and row["decode_batch_max"] == 9.0
     assert row["decode_load_ms_per_req"] == pytest.approx(20.0)  # 0.32 s over 16 requests
     assert row["decode_stall_ms_per_req"] == 0.0
+    assert row["prefill_leg_ms"] == pytest.approx(100.0)
+    assert row["decode_leg_ms"] == pytest.approx(50.0)
     hbm = seed_table.cell(table["rows"], "hbm", 1024)  # a run without samples: no numbers
     assert hbm["decode_batch_mean"] is None and hbm["decode_load_ms_per_req"] == 0.0
+    assert hbm["prefill_leg_ms"] is None and hbm["decode_leg_ms"] is None
     md = seed_table.markdown(table, None, "x")
-    assert "| 1024 | kvtier PC | 20.2 | 5.0 | 9.0 | 20.0 | 0.0 |" in md
-    assert "| 1024 | HBM PC | 20.0 | - | - | 0.0 | 0.0 |" in md
+    assert "| 1024 | kvtier PC | 100 | 50.0 | 20.2 | 5.0 | 9.0 | 20.0 | 0.0 |" in md
+    assert "| 1024 | HBM PC | - | - | 20.0 | - | - | 0.0 | 0.0 |" in md
 
 
 def test_prometheus_counters_are_summed_over_labels():
