@@ -94,7 +94,8 @@ def build_table(results: dict) -> dict:
             row.update(decode_row(run, serve.get("completed") or 0))
             rows.append(row)
     return {"settings": st, "rows": rows, "seed": SEED_TABLE,
-            "seed_ratios": seed_ratios(), "ratios": our_ratios(rows)}
+            "seed_ratios": seed_ratios(), "ratios": our_ratios(rows),
+            "same_work": same_work_spread(rows)}
 
 
 def decode_row(run: dict, completed: int) -> dict:
@@ -156,6 +157,22 @@ def our_ratios(rows: list[dict]) -> dict:
         out[str(length)] = {
             "hbm_over_kvtier_ttft": h["mean_ttft_ms"] / k["mean_ttft_ms"] if h else None,
             "recalc_over_kvtier_ttft": r["mean_ttft_ms"] / k["mean_ttft_ms"] if r else None}
+    return out
+
+
+def same_work_spread(rows: list[dict]) -> dict:
+    """Per input length, how far apart HBM PC + routing and kvtier PC + routing
+    came, where they did the same work: routing put every hit in vLLM's own
+    cache, so the kvtier run loaded nothing from the store (external hits 0)
+    and the two differ only in the connector's lookups. Their gap is this
+    machine's run-to-run spread of one run per scenario, the yardstick of the
+    TPOT and routing checks. {length: {metric: |a - b| / min(a, b)}}."""
+    out = {}
+    for length in lengths(rows):
+        h, k = cell(rows, "hbm-routing", length), cell(rows, "kvtier-routing", length)
+        if h and k and k["external_hits"] == 0:
+            out[str(length)] = {m: abs(h[f"mean_{m}_ms"] - k[f"mean_{m}_ms"]) /
+                                min(h[f"mean_{m}_ms"], k[f"mean_{m}_ms"]) for m in METRICS}
     return out
 
 
@@ -300,6 +317,14 @@ def markdown(table: dict, checks: list[tuple[bool, str]] | None, command: str) -
     for k, v in SEED_TABLE.items():
         out.append(f"| {k} | " + " | ".join("/".join(str(x) for x in v[n])
                                             for n in ("recalc", "hbm", "kvtier")) + " |")
+    if table.get("same_work"):
+        out += ["", "## Run-to-run spread", "",
+                "HBM PC + routing and kvtier PC + routing did the same work here: routing put "
+                "every hit in vLLM's own cache, so the kvtier run loaded nothing from the store. "
+                "How far apart they came is what one run per scenario can resolve on this "
+                "machine:", "", "| Input | TTFT | TPOT | E2EL |", "|---|---|---|---|"]
+        for length, v in table["same_work"].items():
+            out.append(f"| {length} | " + " | ".join(f"{v[m]:.1%}" for m in METRICS) + " |")
     walls = [f"{c['title']} {c['input_len']}: {c['wall_s']:.0f} s" +
              (f" (load average {c['load_avg']:.1f})" if c.get("load_avg") is not None else "")
              for c in rows if c["wall_s"]]

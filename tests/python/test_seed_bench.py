@@ -217,6 +217,20 @@ def test_table_json_markdown_and_charts(tmp_path):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_the_same_work_pair_gives_the_run_to_run_spread():
+    table = seed_table.build_table(results())  # routing: 160 (HBM PC) against 140 ms
+    spread = table["same_work"]["1024"]
+    assert spread["ttft"] == pytest.approx(20 / 140) and spread["tpot"] == 0.0
+    md = seed_table.markdown(table, None, "x")
+    assert "## Run-to-run spread" in md and "| 1024 | 14.3% | 0.0% |" in md
+    res = results()  # kvtier PC + routing loaded from the store: not the same work
+    res["runs"]["kvtier-routing"]["1024"]["ranks"][0]["delta"][
+        "vllm:external_prefix_cache_hits"] = 768
+    table = seed_table.build_table(res)
+    assert table["same_work"] == {}
+    assert "Run-to-run spread" not in seed_table.markdown(table, None, "x")
+
+
 def test_the_decode_ranks_batch_and_loads_are_reported_per_scenario(tmp_path):
     res = results()
     kv = res["runs"]["kvtier"]["1024"]
