@@ -134,14 +134,15 @@ def free_port_block(n: int, start: int) -> int:
             base += n
 
 
-def start_single(run_dir: Path, model: Path, timeout_s: float) -> Deployment:
+def start_single(run_dir: Path, model: Path, timeout_s: float, core: str = "0") -> Deployment:
+    """One engine with the cluster's ranks' flags, no connector, computing on `core`."""
     port = free_port_block(2, 23000)
     cmd = (f"exec {PY} -m vllm.entrypoints.openai.api_server --model {model} "
            f"--host 127.0.0.1 --port {{server_port}} {ENGINE_ARGS}")
     return Deployment(["--name", "single", "--server-port", str(port), "--kv-port",
                        str(port + 1), "--log-dir", str(run_dir / "logs"), "--command", cmd,
                        "--env", "VLLM_CPU_KVCACHE_SPACE=1", "--env",
-                       "VLLM_CPU_OMP_THREADS_BIND=0"], run_dir, timeout_s)
+                       f"VLLM_CPU_OMP_THREADS_BIND={core}"], run_dir, timeout_s)
 
 
 def cluster_config(run_dir: Path, mode: str, cores: str) -> dict:
