@@ -25,14 +25,15 @@ build: setup
 	cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) $(LAUNCHER)
 	cmake --build $(BUILD) -j$(JOBS)
 
-# The kvtier Python package in .venv, which every vLLM engine imports.
+# The kvtier Python package in .venv, which every vLLM engine imports
+# (scripts/test_python.sh and deploy/demo.sh build it themselves).
 python-ext: setup
 	bash scripts/python_ext.sh
 
 test-cpp: build
 	ctest --test-dir $(BUILD) --output-on-failure -j$(JOBS)
 
-test-python: build python-ext
+test-python: build
 	bash scripts/test_python.sh
 
 test: test-cpp test-python
@@ -43,7 +44,7 @@ test-asan: setup
 	cmake --build $(ASAN_BUILD) -j$(JOBS)
 	ctest --test-dir $(ASAN_BUILD) --output-on-failure -j$(JOBS)
 
-demo: build python-ext
+demo: build
 	bash deploy/demo.sh
 
 bench: build

@@ -66,6 +66,7 @@ CORE_LAYOUTS = {
     "shared": CoreLayout({}, "one core per prefill rank, the decode rank on prefill-dp0's core."),
 }
 
+
 def base_engine_args(base: Path = BASE_CLUSTER) -> str:
     """The vLLM flags every rank of the base cluster file starts with."""
     return yaml.safe_load(base.read_text())["vars"]["engine_args"]
