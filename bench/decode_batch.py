@@ -33,9 +33,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import pd_bench as pd  # noqa: E402
+from seed_table import RUNNING  # noqa: E402
 
 BATCHES = (1, 2, 3, 4)  # up to the cluster's --max-num-seqs
-RUNNING = "vllm:num_requests_running"
 
 
 def run_batch(port: int, length: int, batch: int, args, seed: int, out: Path) -> dict:
@@ -142,8 +142,8 @@ def main() -> int:
                     for _ in range(args.reps):
                         seed += 1
                         reps.append(run_batch(port, length, b, args, seed, work / "r.json"))
-                    pd.log(f"{length} tokens, batch {b}: TPOT "
-                           f"{[round(r['tpot_ms'], 1) for r in reps]} ms")
+                    pd.log(f"{length} tokens, batch {b}: ITL p50 "
+                           f"{[round(r['itl_p50_ms'], 1) for r in reps]} ms")
                     rows.append({"input_len": length, "batch": b, "reps": reps,
                                  "tpot_ms": sum(r["tpot_ms"] for r in reps) / len(reps),
                                  "itl_p50_ms": sum(r["itl_p50_ms"] for r in reps) / len(reps)})

@@ -51,12 +51,12 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import seed_scenarios as sc  # noqa: E402
+import seed_table  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = REPO / "build" / "tools"
 PY = REPO / ".venv" / "bin" / "python"
 BLOCK = 128  # vLLM's block size on the CPU backend
-PROXY_PREFILL = "kvtier_proxy_prefill_duration_seconds"
 CLUSTER_FILE = REPO / "deploy" / "seed" / "cluster_one_machine.yaml"
 # The single engine runs with the cluster's ranks' flags (and engine.sh's seed).
 ENGINE_ARGS = sc.base_engine_args(CLUSTER_FILE) + " --seed 1024"
@@ -234,7 +234,7 @@ def run_mode(mode: str, args, work: Path, model: Path, name: str = "") -> dict:
         # TTFT in two parts, from kvtier-proxy's own histogram: the prefill
         # leg (sent to answer read), and the rest, the decode leg up to its
         # first token.
-        out["prefill_leg_ms"] = hist_mean_ms(deltas(after_x, before_x), PROXY_PREFILL)
+        out["prefill_leg_ms"] = hist_mean_ms(deltas(after_x, before_x), seed_table.PREFILL_LEG)
         out["decode_leg_ms"] = out["ttft_ms"] - out["prefill_leg_ms"]
     # The prefill engine's own time per request (vLLM's histograms): queued,
     # then prefilling (scheduled to first token); the single engine's too.

@@ -286,8 +286,9 @@ def markdown(table: dict, checks: list[tuple[bool, str]] | None, command: str) -
             "Its batch: vLLM's num_requests_running, sampled every "
             f"{st.get('running_sample_s', 0.5)} s while any request decoded. A CPU decode step "
             "takes longer the more requests it holds (bench/results/decode_batch.md prices it), "
-            "so TPOT follows the batch, which follows how close together the prefill legs end. kvtier's loads of the prompt's KV there: "
-            "their time per request, and how long the forward waited for them. TTFT in two "
+            "so TPOT follows the batch, which follows how close together the prefill legs end. "
+            "kvtier's loads of the prompt's KV there: their time per request, and how long the "
+            "forward waited for them. TTFT in two "
             "legs: the prefill leg (kvtier-proxy's histogram, request sent to the prefill "
             "rank's answer) and the decode leg, the rest (the decode rank's queue, its load, "
             "its first step).", "",
